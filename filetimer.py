@@ -1,0 +1,1032 @@
+# filetimer - an out-of-process watchdog for hung worker processes.
+# Copyright (c) 2026 the filetimer authors. MIT License: keep this notice in
+# copies; the full text is in the LICENSE file of the filetimer project.
+"""Kill worker processes that hang past their deadline.
+
+A worker announces "this step must finish within N seconds"; a server (a
+thread in a supervisor, or ``python -m filetimer serve``) signals the worker,
+SIGKILL by default, if the step is still running when the time is up. It is
+for the hangs an in-process timeout cannot break: C code, collectives,
+deadlocks, blocking system calls.
+
+Worker::
+
+    import filetimer
+
+    filetimer.configure(filetimer.FileTimerClient())
+    with filetimer.expires(after=60):
+        train_step()            # killed if it takes longer than 60 s
+
+Supervisor::
+
+    with filetimer.FileTimerServer(None) as server:
+        run_workers()
+
+Names, signatures and the wire format follow PyTorch's
+``torch.distributed.elastic.timer`` FileTimerServer / FileTimerClient, so
+either side can talk to the other: one JSON object per line, written
+atomically (at most ``PIPE_BUF`` bytes) into a named pipe (FIFO)::
+
+    {"version": 1, "pid": 1234, "scope_id": "train.py#42",
+     "expiration_time": 1795000000.5, "signal": 9}
+
+A negative ``expiration_time`` releases the timer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import functools
+import heapq
+import json
+import logging
+import math
+import os
+import select
+import selectors
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Set, Tuple, TypeVar, Union, cast
+
+__version__ = "0.1.0"
+__all__ = [
+    "FileTimerClient",
+    "FileTimerRequest",
+    "FileTimerServer",
+    "configure",
+    "expires",
+]
+
+_log = logging.getLogger("filetimer")
+
+# --- wire format ------------------------------------------------------------
+
+PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)  # a write this size is atomic
+VERSION = 1  # the only request version there is
+_PID_MAX = 2**31 - 1  # largest pid_t
+_SIGKILL: int = getattr(signal, "SIGKILL", 9)  # getattr: importable on Windows
+_NSIG: int = getattr(signal, "NSIG", 65)
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+class FileTimerRequest:
+    """One acquire or release, as carried on the wire.
+
+    ``expiration_time`` is wall-clock epoch seconds; a negative value means
+    "release". ``start_time`` is an optional identity hint (the worker's start
+    time from ``/proc/<pid>/stat``) that guards against pid reuse; servers
+    that do not know it ignore it, and it takes no part in equality.
+    """
+
+    __slots__ = ("version", "worker_pid", "scope_id", "expiration_time", "signal", "start_time")
+
+    def __init__(
+        self,
+        worker_pid: int,
+        scope_id: str,
+        expiration_time: float,
+        signal: int = 0,
+        *,
+        start_time: Optional[int] = None,
+    ) -> None:
+        self.version = VERSION
+        self.worker_pid = worker_pid
+        self.scope_id = scope_id
+        self.expiration_time = expiration_time
+        self.signal = signal
+        self.start_time = start_time
+
+    @property
+    def worker_id(self) -> int:
+        """The worker's pid, under the name torch's TimerRequest uses."""
+        return self.worker_pid
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileTimerRequest):
+            return NotImplemented
+        return (self.version, self.worker_pid, self.scope_id, self.expiration_time, self.signal) == (
+            other.version,
+            other.worker_pid,
+            other.scope_id,
+            other.expiration_time,
+            other.signal,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable value object
+
+    def __repr__(self) -> str:
+        return "FileTimerRequest(worker_pid=%r, scope_id=%r, expiration_time=%r, signal=%r)" % (
+            self.worker_pid,
+            self.scope_id,
+            self.expiration_time,
+            self.signal,
+        )
+
+    def to_json(self) -> str:
+        """One wire line, without the newline.
+
+        Formatted by hand: json.dumps costs more than the write itself.
+        """
+        expiration = float(self.expiration_time)
+        if not math.isfinite(expiration):
+            raise ValueError("expiration_time must be finite, got %r" % (self.expiration_time,))
+        line = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d' % (
+            self.version,
+            self.worker_pid,
+            _json_str(self.scope_id),
+            expiration,
+            self.signal,
+        )
+        if self.start_time is not None:
+            line += ', "start_time": %d' % self.start_time
+        return line + "}"
+
+    @classmethod
+    def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
+        """Parse and validate one wire line; raise ValueError on anything malformed."""
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        if len(data) >= PIPE_BUF:
+            raise ValueError("line of %d bytes is longer than PIPE_BUF (%d)" % (len(data) + 1, PIPE_BUF))
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        version = _int_field(obj, "version", VERSION, VERSION)
+        pid = _int_field(obj, "pid", 2, _PID_MAX)
+        scope_id = obj.get("scope_id")
+        if not isinstance(scope_id, str):
+            raise ValueError("scope_id must be a string, got %s" % _short(scope_id))
+        expiration = obj.get("expiration_time")
+        if type(expiration) not in (int, float) or not _finite(expiration):
+            raise ValueError("expiration_time must be a finite number, got %s" % _short(expiration))
+        sig = _int_field(obj, "signal", 0, _NSIG - 1)
+        start_time = obj.get("start_time")
+        if start_time is not None:
+            start_time = _int_field(obj, "start_time", 0, 2**63 - 1)
+        request = cls(pid, scope_id, expiration, sig, start_time=start_time)
+        request.version = version
+        return request
+
+
+def _int_field(obj: Dict[str, Any], name: str, low: int, high: int) -> int:
+    """obj[name] if it is an int (not a bool) in [low, high], else ValueError."""
+    value = obj.get(name)
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError("%s must be an integer in [%d, %d], got %s" % (name, low, high, _short(value)))
+    return value
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- client -------------------------------------------------------------------
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _retry(max_retries: int, sleep_time: float) -> Callable[[_F], _F]:
+    """Call the function up to max_retries times, sleep_time apart, while it raises OSError."""
+
+    def decorate(func: _F) -> _F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(max_retries):
+                try:
+                    return func(*args, **kwargs)
+                except OSError:
+                    if attempt == max_retries - 1:
+                        raise
+                    time.sleep(sleep_time)
+
+        return cast(_F, wrapper)
+
+    return decorate
+
+
+def _require_posix() -> None:
+    if not hasattr(os, "mkfifo"):
+        raise OSError("filetimer needs named pipes and POSIX signals; %s has neither" % sys.platform)
+
+
+def _default_path() -> str:
+    """$XDG_RUNTIME_DIR/filetimer.fifo, else <tempdir>/filetimer-<uid>.fifo."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return os.path.join(runtime_dir, "filetimer.fifo")
+    return os.path.join(tempfile.gettempdir(), "filetimer-%d.fifo" % os.getuid())
+
+
+def _resolve_path(file_path: Optional[str]) -> str:
+    """The FIFO path: the argument, $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE or the default."""
+    return (
+        file_path
+        or os.environ.get("FILETIMER_PATH")
+        or os.environ.get("TORCHELASTIC_TIMER_FILE")
+        or _default_path()
+    )
+
+
+def _process_start_time(pid: int) -> Optional[int]:
+    """Start time of pid in clock ticks since boot (Linux), or None if unknown."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat_line = f.read()
+        # Field 22; the command name (field 2) may hold spaces and parentheses.
+        return int(stat_line[stat_line.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class FileTimerClient:
+    """Sends timer requests for the calling process to a FileTimerServer.
+
+    The FIFO stays open between requests. When the server has gone away the
+    path is reopened (a restarted server is found again); when nobody serves
+    it, BrokenPipeError is raised. A full pipe is waited on for up to
+    ``timeout`` seconds, then TimeoutError is raised.
+    """
+
+    def __init__(self, file_path: Optional[str] = None, signal: int = _SIGKILL, *, timeout: float = 10.0) -> None:
+        _require_posix()
+        self._file_path = _resolve_path(file_path)
+        self.signal = signal
+        self._timeout = timeout
+        self._fd: Optional[int] = None
+        self._lock = threading.Lock()
+        self._identity: Tuple[int, Optional[int]] = (0, None)  # (pid, start time), redone after fork
+
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        """Arm (or re-arm) the timer ``scope_id`` to fire at wall-clock ``expiration_time``."""
+        pid, start_time = self._worker_identity()
+        self._send_request(FileTimerRequest(pid, scope_id, expiration_time, self.signal, start_time=start_time))
+
+    def release(self, scope_id: str) -> None:
+        """Disarm the timer ``scope_id``."""
+        pid, start_time = self._worker_identity()
+        self._send_request(FileTimerRequest(pid, scope_id, -1, 0, start_time=start_time))
+
+    def close(self) -> None:
+        """Close the FIFO handle; a later request opens it again."""
+        with self._lock:
+            self._close_fd()
+
+    def __enter__(self) -> "FileTimerClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _worker_identity(self) -> Tuple[int, Optional[int]]:
+        pid = os.getpid()
+        if self._identity[0] != pid:
+            self._identity = (pid, _process_start_time(pid))
+        return self._identity
+
+    def _send_request(self, request: FileTimerRequest) -> None:
+        line = (request.to_json() + "\n").encode("ascii")
+        if len(line) > PIPE_BUF:
+            raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
+        with self._lock:
+            self._write_line(line)
+
+    def _write_line(self, line: bytes) -> None:
+        """Write one whole line: wait out a full pipe, reopen once after a server restart."""
+        deadline = None
+        reopened = False
+        while True:
+            if self._fd is None:
+                self._fd = self._connect()
+            try:
+                os.write(self._fd, line)  # all or nothing: len(line) <= PIPE_BUF
+                return
+            except BlockingIOError:
+                if deadline is None:
+                    deadline = time.monotonic() + self._timeout
+                self._wait_writable(deadline)
+            except BrokenPipeError:  # the server that had this pipe open is gone
+                self._close_fd()
+                if reopened:
+                    raise
+                reopened = True
+
+    def _connect(self) -> int:
+        try:
+            return self._open_non_blocking()
+        except OSError as e:
+            raise BrokenPipeError(
+                "no filetimer server is reading %s (%s)" % (self._file_path, e.strerror or e)
+            ) from e
+
+    @_retry(max_retries=5, sleep_time=0.1)
+    def _open_non_blocking(self) -> int:
+        # Non-blocking: with no reader the open fails (ENXIO) instead of hanging.
+        fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a FIFO")
+        return fd
+
+    def _wait_writable(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                "the filetimer server at %s did not read its pipe for %.1f s" % (self._file_path, self._timeout)
+            )
+        assert self._fd is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._fd, selectors.EVENT_WRITE)
+            sel.select(remaining)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_configured_client: Optional[FileTimerClient] = None
+
+
+def configure(client: FileTimerClient) -> None:
+    """Set the client that ``expires`` uses when none is passed to it."""
+    global _configured_client
+    _configured_client = client
+
+
+class expires:
+    """Arm a timer that fires ``after`` seconds from now; release it on exit.
+
+    A context manager, and a decorator (each call gets its own timer). The
+    default scope is the caller's ``file#line``; re-entering the same scope
+    (recursion) re-arms the timer, as torch does.
+    """
+
+    __slots__ = ("_after", "_scope", "_client", "_armed")
+
+    def __init__(self, after: float, scope: Optional[str] = None, client: Optional[FileTimerClient] = None) -> None:
+        if scope is None:
+            caller = sys._getframe(1)
+            scope = "%s#%d" % (caller.f_code.co_filename, caller.f_lineno)
+        self._after = after
+        self._scope = scope
+        self._client = client
+        self._armed: Optional[FileTimerClient] = None
+
+    def __enter__(self) -> None:
+        client = self._client or _configured_client
+        if client is None:
+            raise RuntimeError("filetimer: no client; call filetimer.configure(FileTimerClient(...)) first")
+        client.acquire(self._scope, time.time() + self._after)
+        self._armed = client
+
+    def __exit__(self, *exc_info: object) -> None:
+        client, self._armed = self._armed, None
+        if client is not None:
+            client.release(self._scope)
+
+    def __call__(self, func: _F) -> _F:
+        @functools.wraps(func)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            with expires(self._after, self._scope, self._client):
+                return func(*args, **kwargs)
+
+        return cast(_F, guarded)
+
+
+# --- server -------------------------------------------------------------------
+
+_HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+_READ_SIZE = 65536
+_MAX_READS_PER_PASS = 64  # then look at deadlines again, even under a flood
+_REJECTS_LOGGED_PER_MINUTE = 10
+
+
+class _Worker:
+    """A watched process, bound to its identity so a reused pid is never signalled.
+
+    The identity is a pidfd where the platform has one, else the start time
+    from /proc (else, on macOS, only the pid).
+    """
+
+    __slots__ = ("pid", "pidfd", "start_time", "scopes")
+
+    def __init__(self, pid: int, pidfd: Optional[int], start_time: Optional[int]) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.start_time = start_time
+        self.scopes: Set[str] = set()
+
+    @classmethod
+    def attach(cls, pid: int, claimed_start_time: Optional[int]) -> Optional["_Worker"]:
+        """The running process ``pid``, or None if it is gone or not the one that claims it."""
+        pidfd = None
+        if _HAVE_PIDFD:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return None
+            except OSError:  # old kernel, EMFILE, ...: fall back to the start time
+                pidfd = None
+        worker = cls(pid, pidfd, _process_start_time(pid))
+        if not worker.is_alive() or (
+            claimed_start_time is not None
+            and worker.start_time is not None
+            and claimed_start_time != worker.start_time
+        ):
+            worker.close()
+            return None
+        return worker
+
+    def is_alive(self) -> bool:
+        """Still running and still the same process (checked without a pidfd)."""
+        if self.pidfd is not None:  # readable once the process has exited
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            return not poller.poll(0)
+        if self.start_time is not None:
+            return _process_start_time(self.pid) == self.start_time
+        return FileTimerServer.is_process_running(self.pid)
+
+    def send_signal(self, sig: int) -> None:
+        if self.pidfd is not None:
+            signal.pidfd_send_signal(self.pidfd, sig)
+        elif self.is_alive():
+            os.kill(self.pid, sig)
+        else:
+            raise ProcessLookupError(errno.ESRCH, "process %d has exited" % self.pid)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
+    """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino).
+
+    A stale FIFO is replaced; anything else at the path is left alone.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISFIFO(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else (
+                "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a FIFO"
+            )
+            raise FileExistsError("%s exists and is %s; refusing to replace it" % (path, kind))
+        if _fifo_has_reader(path):
+            raise FileExistsError("%s is already being served by a running server" % path)
+        os.unlink(path)  # stale: its server is gone
+    os.mkfifo(path, mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    st = os.fstat(fd)
+    if not stat.S_ISFIFO(st.st_mode):
+        os.close(fd)
+        raise FileExistsError("%s was replaced while being created" % path)
+    os.fchmod(fd, mode)  # mkfifo applied the umask
+    return fd, (st.st_dev, st.st_ino)
+
+
+def _fifo_has_reader(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return False
+        raise
+    os.close(fd)
+    return True
+
+
+LogEvent = Callable[[str, Optional[FileTimerRequest]], None]
+
+
+class FileTimerServer:
+    """Watches the FIFO and signals workers whose timers expire.
+
+    One watchdog thread blocks in a single select on the FIFO, a wake-up pipe
+    and the workers' pidfds, and wakes at the earliest of: a request, the
+    nearest deadline, a worker exit, ``stop()``, or the ``max_interval``
+    heartbeat. Deadlines are kept on the monotonic clock.
+
+    Keyword options beyond torch's: ``mode`` of the FIFO; ``kill_after``
+    seconds after which a signalled worker that is still alive gets SIGKILL;
+    ``exit_on_reap`` to signal the server's own process after reaping a
+    worker, as torch does.
+    """
+
+    def __init__(
+        self,
+        file_path: Optional[str],
+        run_id: str = "",
+        max_interval: float = 10,
+        daemon: bool = True,
+        log_event: Optional[LogEvent] = None,
+        *,
+        mode: int = 0o600,
+        kill_after: Optional[float] = None,
+        exit_on_reap: bool = False,
+    ) -> None:
+        _require_posix()
+        if not (isinstance(max_interval, (int, float)) and 0 < max_interval < math.inf):
+            raise ValueError("max_interval must be a positive number of seconds, got %r" % (max_interval,))
+        if kill_after is not None and not (isinstance(kill_after, (int, float)) and 0 <= kill_after < math.inf):
+            raise ValueError("kill_after must be None or a non-negative number of seconds, got %r" % (kill_after,))
+        if not (isinstance(mode, int) and 0 <= mode <= 0o777):
+            raise ValueError("mode must be permission bits such as 0o600, got %r" % (mode,))
+        self._file_path = _resolve_path(file_path)
+        self._run_id = run_id
+        self._max_interval = float(max_interval)
+        self._daemon = daemon
+        self._log_event_cb = log_event
+        self._kill_after = kill_after
+        self._exit_on_reap = exit_on_reap
+
+        self.request_count = 0  # valid requests processed
+        self.rejected_count = 0  # lines refused
+        self._lock = threading.RLock()  # guards everything below against the public methods
+        # Active timers by (pid, scope). Each is also a heap entry
+        # [deadline, seq, request]; a replaced or released entry has its
+        # request set to None and is skipped when it reaches the top.
+        self._timers: Dict[Tuple[int, str], List[Any]] = {}
+        self._heap: List[List[Any]] = []
+        self._seq = 0
+        self._workers: Dict[int, _Worker] = {}
+        self._escalations: Dict[int, float] = {}  # pid -> monotonic time of SIGKILL
+        self._partial = b""  # an unfinished line from the last read
+        self._skipping = False  # inside an over-long line, until its newline
+        self._rejects_logged = 0
+        self._rejects_window_end = 0.0
+        self._last_progress_time = int(time.time())
+        self._next_beat = time.monotonic() + self._max_interval
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+        self._closed = False
+
+        self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
+        # Our own writer: the FIFO never reaches end-of-file, so no client
+        # has to connect first and the read loop never spins.
+        self._hold_fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._read_fd, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+
+    # -- life cycle
+
+    def start(self) -> None:
+        """Start the watchdog thread."""
+        if self._closed:
+            raise RuntimeError("this FileTimerServer was stopped; create a new one")
+        if self._thread is not None:
+            return
+        _log.info("serving %s (max_interval=%s)", self._file_path, self._max_interval)
+        self._thread = threading.Thread(target=self._watchdog_loop, name="filetimer-watchdog", daemon=self._daemon)
+        self._thread.start()
+        self._log_event("watchdog started", None)
+
+    def stop(self) -> None:
+        """Stop the watchdog, close everything and remove the FIFO if it is still ours."""
+        self._stop_thread()
+        with self._lock:
+            if self._closed:
+                return
+            self._close()
+        self._log_event("watchdog stopped", None)
+
+    def run_once(self) -> None:
+        """Process what is in the pipe and every expired timer once, then stop (as torch does)."""
+        self._stop_thread()
+        with self._lock:
+            if not self._closed:
+                self._run_pass(self._selector.select(0))
+        self.stop()
+
+    def __enter__(self) -> "FileTimerServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _stop_thread(self) -> None:
+        thread = self._thread
+        self._stopping = True
+        if thread is None or thread is threading.current_thread():
+            return
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # already full of wake-ups
+            pass
+        thread.join()
+        self._thread = None
+
+    def _close(self) -> None:
+        self._closed = True
+        for worker in list(self._workers.values()):
+            self._forget_worker(worker)
+        self._selector.close()
+        for fd in (self._read_fd, self._hold_fd, self._wake_r, self._wake_w):
+            os.close(fd)
+        try:
+            st = os.lstat(self._file_path)
+            if stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == self._fifo_id:
+                os.unlink(self._file_path)
+        except OSError:
+            pass
+
+    # -- torch's public methods
+
+    @staticmethod
+    def is_process_running(pid: int) -> bool:
+        """Whether a process with this pid exists (0 and negative pids are never "running")."""
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except PermissionError:
+            return True  # it exists, it just isn't ours
+        except OSError:
+            return False
+        return True
+
+    def get_last_progress_time(self) -> int:
+        """Wall-clock second of the watchdog's last pass."""
+        return self._last_progress_time
+
+    def register_timers(self, timer_requests: Iterable[FileTimerRequest]) -> None:
+        """Apply acquires and releases, in order, as if they had arrived on the FIFO."""
+        with self._lock:
+            self._apply(timer_requests, time.time(), time.monotonic())
+
+    def clear_timers(self, worker_pids: Iterable[int]) -> None:
+        """Drop every timer of these pids, and of workers that have exited."""
+        with self._lock:
+            for pid in set(worker_pids):
+                worker = self._workers.get(pid)
+                if worker is not None:
+                    self._drop_timers(worker)
+            for worker in list(self._workers.values()):
+                if not worker.is_alive():
+                    self._forget_worker(worker)
+
+    def get_expired_timers(self, deadline: float) -> Dict[int, List[FileTimerRequest]]:
+        """Active timers due at or before the wall-clock ``deadline``, by pid."""
+        with self._lock:
+            due = time.monotonic() + (deadline - time.time())
+            expired: Dict[int, List[FileTimerRequest]] = {}
+            for entry in sorted(self._timers.values()):
+                if entry[0] <= due:
+                    expired.setdefault(entry[2].worker_pid, []).append(entry[2])
+            return expired
+
+    def timers(self) -> List[FileTimerRequest]:
+        """A snapshot of the active timers."""
+        with self._lock:
+            return [entry[2] for entry in self._timers.values()]
+
+    @property
+    def file_path(self) -> str:
+        return self._file_path
+
+    # -- the watchdog
+
+    def _watchdog_loop(self) -> None:
+        while not self._stopping:
+            try:
+                ready = self._selector.select(self._seconds_to_next_event())
+                with self._lock:
+                    if self._stopping:
+                        break
+                    self._run_pass(ready)
+            except Exception:  # never let the watchdog die
+                _log.exception("filetimer watchdog pass failed; carrying on")
+                time.sleep(0.01)  # a fault that repeats must not spin a core
+
+    def _seconds_to_next_event(self) -> float:
+        with self._lock:
+            heap = self._heap
+            while heap and heap[0][2] is None:  # released or replaced
+                heapq.heappop(heap)
+            wake = self._next_beat
+            if heap:
+                wake = min(wake, heap[0][0])
+            if self._escalations:
+                wake = min(wake, min(self._escalations.values()))
+            return max(0.0, wake - time.monotonic())
+
+    def _run_pass(self, ready: List[Tuple[selectors.SelectorKey, int]]) -> None:
+        for key, _ in ready:
+            if key.fd == self._read_fd:
+                self._read_requests()
+            elif key.fd == self._wake_r:
+                try:
+                    os.read(self._wake_r, 512)
+                except BlockingIOError:
+                    pass
+            elif isinstance(key.data, _Worker):
+                self._forget_worker(key.data)  # its pidfd is readable: it exited
+        now = time.monotonic()
+        self._reap_expired(now)
+        if self._escalations:
+            self._escalate(now)
+        if now >= self._next_beat:
+            self._next_beat = now + self._max_interval
+            for worker in list(self._workers.values()):
+                if worker.pidfd is None and not worker.is_alive():
+                    self._forget_worker(worker)
+        self._last_progress_time = int(time.time())
+
+    def _read_requests(self) -> None:
+        for _ in range(_MAX_READS_PER_PASS):
+            try:
+                chunk = os.read(self._read_fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            self._ingest(chunk)
+            if len(chunk) < _READ_SIZE:
+                return
+
+    def _ingest(self, chunk: bytes) -> None:
+        """Split a read into lines; apply the valid requests, count and log the rest."""
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if self._skipping:
+            if not lines:  # still inside the over-long line
+                self._partial = b""
+                return
+            del lines[0]  # its end, already rejected
+            self._skipping = False
+        if len(self._partial) >= PIPE_BUF:
+            self._reject(self._partial, "line longer than PIPE_BUF (%d)" % PIPE_BUF)
+            self._partial = b""
+            self._skipping = True
+        requests = []
+        for line in lines:
+            if line:
+                try:
+                    requests.append(FileTimerRequest.from_json(line))
+                except ValueError as e:
+                    self._reject(line, str(e))
+        self._apply(requests, time.time(), time.monotonic())
+
+    def _reject(self, line: bytes, reason: str) -> None:
+        """Count a refused line and log it, at most a few per minute."""
+        self.rejected_count += 1
+        now = time.monotonic()
+        if now >= self._rejects_window_end:
+            suppressed = self._rejects_logged - _REJECTS_LOGGED_PER_MINUTE
+            if suppressed > 0:
+                _log.warning("%d more rejected lines were not logged", suppressed)
+            self._rejects_window_end = now + 60
+            self._rejects_logged = 0
+        self._rejects_logged += 1
+        if self._rejects_logged <= _REJECTS_LOGGED_PER_MINUTE:
+            _log.warning("rejected request %s: %s", _short(line[:200]), reason)
+
+    def _apply(self, requests: Iterable[FileTimerRequest], wall_now: float, mono_now: float) -> None:
+        for request in requests:
+            self.request_count += 1
+            key = (request.worker_pid, request.scope_id)
+            old = self._timers.pop(key, None)
+            if old is not None:
+                old[2] = None
+            if request.expiration_time < 0:
+                worker = self._workers.get(request.worker_pid)
+                if worker is not None:
+                    worker.scopes.discard(request.scope_id)
+                continue
+            worker = self._watch(request)
+            if worker is None:
+                continue
+            # Converted once, on arrival: a wall-clock step later changes nothing.
+            entry = [mono_now + (request.expiration_time - wall_now), self._seq, request]
+            self._seq += 1
+            self._timers[key] = entry
+            heapq.heappush(self._heap, entry)
+            worker.scopes.add(request.scope_id)
+        if len(self._heap) > 2 * len(self._timers) + 1024:  # mostly stale entries
+            self._heap = list(self._timers.values())
+            heapq.heapify(self._heap)
+
+    def _watch(self, request: FileTimerRequest) -> Optional[_Worker]:
+        """The worker record for the request's pid, made on first sight; None if it is gone."""
+        pid = request.worker_pid
+        worker = self._workers.get(pid)
+        if worker is not None:
+            if request.start_time is None or worker.start_time in (None, request.start_time):
+                return worker
+            self._forget_worker(worker)  # that pid now belongs to another process
+        if pid <= 1:
+            _log.error("refusing a timer for pid %d: it names a process group or init", pid)
+            return None
+        worker = _Worker.attach(pid, request.start_time)
+        if worker is None:
+            _log.info("ignoring a timer for pid %d: the process is gone", pid)
+            return None
+        self._workers[pid] = worker
+        if worker.pidfd is not None:
+            self._selector.register(worker.pidfd, selectors.EVENT_READ, worker)
+        return worker
+
+    def _forget_worker(self, worker: _Worker) -> None:
+        """Drop an exited worker: its timers, its escalation and its pidfd."""
+        self._drop_timers(worker)
+        self._escalations.pop(worker.pid, None)
+        if self._workers.get(worker.pid) is worker:
+            del self._workers[worker.pid]
+        if worker.pidfd is not None:
+            self._selector.unregister(worker.pidfd)
+            worker.close()
+
+    def _drop_timers(self, worker: _Worker) -> None:
+        for scope in worker.scopes:
+            entry = self._timers.pop((worker.pid, scope), None)
+            if entry is not None:
+                entry[2] = None
+        worker.scopes.clear()
+
+    def _reap_expired(self, now: float) -> None:
+        """Report every expired timer; signal each worker once, with its earliest non-zero signal."""
+        heap = self._heap
+        expired: Dict[int, List[FileTimerRequest]] = {}
+        while heap and heap[0][0] <= now:
+            request = heapq.heappop(heap)[2]
+            if request is None:
+                continue
+            del self._timers[(request.worker_pid, request.scope_id)]
+            self._workers[request.worker_pid].scopes.discard(request.scope_id)
+            expired.setdefault(request.worker_pid, []).append(request)
+        reap_signal = 0
+        for pid, requests in expired.items():
+            for request in requests:
+                self._log_event("timer expired", request)
+            decider = next((r for r in requests if r.signal > 0), None)
+            if decider is None:  # signal 0: reported once, dropped
+                continue
+            worker = self._workers[pid]
+            _log.info("reaping pid %d (scopes %s) with signal %d", pid, [r.scope_id for r in requests], decider.signal)
+            self._drop_timers(worker)
+            if self._signal(worker, decider.signal):
+                self._log_event("kill worker process", decider)
+                reap_signal = decider.signal
+                if self._kill_after is not None and decider.signal != _SIGKILL:
+                    self._escalations[pid] = now + self._kill_after
+        if reap_signal and self._exit_on_reap:
+            _log.info("exit_on_reap: signalling the server's own process %d", os.getpid())
+            os.kill(os.getpid(), reap_signal)
+
+    def _escalate(self, now: float) -> None:
+        for pid, when in list(self._escalations.items()):
+            if when <= now:
+                del self._escalations[pid]
+                worker = self._workers.get(pid)
+                if worker is not None and self._signal(worker, _SIGKILL):
+                    _log.info("pid %d outlived its grace period; sent SIGKILL", pid)
+                    self._log_event("escalate worker process", FileTimerRequest(pid, "", -1, _SIGKILL))
+
+    def _signal(self, worker: _Worker, sig: int) -> bool:
+        """Signal the worker if that is safe and it is still the same process."""
+        pid = worker.pid
+        if pid <= 1 or (pid == os.getpid() and not self._exit_on_reap):
+            _log.error("refusing to signal pid %d", pid)
+            return False
+        try:
+            worker.send_signal(sig)
+        except ProcessLookupError:
+            _log.info("pid %d exited before it could be signalled", pid)
+            return False
+        except OSError as e:
+            _log.error("could not signal pid %d: %s", pid, e)
+            return False
+        return True
+
+    def _log_event(self, name: str, request: Optional[FileTimerRequest]) -> None:
+        if self._log_event_cb is not None:
+            try:
+                self._log_event_cb(name, request)
+            except Exception:
+                _log.exception("log_event callback failed for %r", name)
+
+
+# --- command line ---------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %r" % text)
+    return value
+
+
+def _octal_mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError("expected octal permission bits such as 600, got %r" % text)
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="filetimer", description="Out-of-process watchdog for hung worker processes.")
+    parser.add_argument("--version", action="version", version="filetimer " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    serve = commands.add_parser("serve", help="run a timer server on a FIFO", description="Run a timer server "
+                                "until SIGINT or SIGTERM; the FIFO is removed on exit.")
+    serve.add_argument("path", nargs="?", help="the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
+                       "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>.fifo)")
+    serve.add_argument("--max-interval", type=_positive_seconds, default=10.0, metavar="S",
+                       help="heartbeat interval in seconds (default 10); expiry does not depend on it")
+    serve.add_argument("--run-id", default="", help="a name for this run, shown in events")
+    serve.add_argument("--mode", type=_octal_mode, default=0o600, help="FIFO permissions in octal (default 600)")
+    serve.add_argument("--kill-after", type=_seconds, metavar="S",
+                       help="SIGKILL a signalled worker still alive after S seconds")
+    serve.add_argument("--exit-on-reap", action="store_true",
+                       help="signal this server's own process after reaping a worker (torch's behaviour)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       type=str.upper, help="log level on stderr (default INFO)")
+    serve.add_argument("--events", choices=["log", "json"], default="log",
+                       help="events as log lines on stderr (default) or as JSON lines on stdout")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s filetimer %(levelname)s %(message)s")
+
+    def event(name: str, request: Optional[FileTimerRequest]) -> None:
+        pid = request.worker_pid if request else None
+        scope = request.scope_id if request else None
+        sig = request.signal if request else None
+        if args.events == "json":
+            record = {"time": time.time(), "run_id": args.run_id, "event": name, "pid": pid, "scope": scope,
+                      "signal": sig}
+            print(json.dumps(record), flush=True)
+        else:
+            _log.info("event %r pid=%s scope=%r signal=%s", name, pid, scope, sig)
+
+    server = FileTimerServer(args.path, run_id=args.run_id, max_interval=args.max_interval, log_event=event,
+                             mode=args.mode, kill_after=args.kill_after, exit_on_reap=args.exit_on_reap)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    print("filetimer %s serving %s (pid %d)" % (__version__, server.file_path, os.getpid()),
+          file=sys.stderr if args.events == "json" else sys.stdout, flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The ``python -m filetimer`` command line; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return _serve(args)
+    except (OSError, ValueError) as e:
+        print("filetimer: error: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
