@@ -36,6 +36,7 @@ A negative ``expiration_time`` releases the timer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import heapq
@@ -71,7 +72,7 @@ VERSION = 1  # the only request version there is
 _PID_MAX = 2**31 - 1  # largest pid_t
 _SIGKILL: int = getattr(signal, "SIGKILL", 9)  # getattr: importable on Windows
 _NSIG: int = getattr(signal, "NSIG", 65)
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_str = json.encoder.encode_basestring_ascii
 
 
 class FileTimerRequest:
@@ -83,7 +84,7 @@ class FileTimerRequest:
     that do not know it ignore it, and it takes no part in equality.
     """
 
-    __slots__ = ("version", "worker_pid", "scope_id", "expiration_time", "signal", "start_time")
+    __slots__ = ("expiration_time", "scope_id", "signal", "start_time", "version", "worker_pid")
 
     def __init__(
         self,
@@ -166,7 +167,7 @@ class FileTimerRequest:
         if not isinstance(scope_id, str):
             raise ValueError("scope_id must be a string, got %s" % _short(scope_id))
         expiration = obj.get("expiration_time")
-        if type(expiration) not in (int, float) or not _finite(expiration):
+        if isinstance(expiration, bool) or not isinstance(expiration, (int, float)) or not _finite(expiration):
             raise ValueError("expiration_time must be a finite number, got %s" % _short(expiration))
         sig = _int_field(obj, "signal", 0, _NSIG - 1)
         start_time = obj.get("start_time")
@@ -378,7 +379,7 @@ class expires:
     (recursion) re-arms the timer, as torch does.
     """
 
-    __slots__ = ("_after", "_scope", "_client", "_armed")
+    __slots__ = ("_after", "_armed", "_client", "_scope")
 
     def __init__(self, after: float, scope: Optional[str] = None, client: Optional[FileTimerClient] = None) -> None:
         if scope is None:
@@ -425,7 +426,7 @@ class _Worker:
     from /proc (else, on macOS, only the pid).
     """
 
-    __slots__ = ("pid", "pidfd", "start_time", "scopes")
+    __slots__ = ("pid", "pidfd", "scopes", "start_time")
 
     def __init__(self, pid: int, pidfd: Optional[int], start_time: Optional[int]) -> None:
         self.pid = pid
@@ -635,12 +636,14 @@ class FileTimerServer:
         self._stopping = True
         if thread is None or thread is threading.current_thread():
             return
-        try:
-            os.write(self._wake_w, b"!")
-        except BlockingIOError:  # already full of wake-ups
-            pass
+        self._wake()
         thread.join()
         self._thread = None
+
+    def _wake(self) -> None:
+        """Make the watchdog's select return, so it re-reads its state."""
+        with contextlib.suppress(BlockingIOError):  # already full of wake-ups
+            os.write(self._wake_w, b"!")
 
     def _close(self) -> None:
         self._closed = True
@@ -679,6 +682,8 @@ class FileTimerServer:
         """Apply acquires and releases, in order, as if they had arrived on the FIFO."""
         with self._lock:
             self._apply(timer_requests, time.time(), time.monotonic())
+            if not self._closed:
+                self._wake()  # a new deadline may be the nearest
 
     def clear_timers(self, worker_pids: Iterable[int]) -> None:
         """Drop every timer of these pids, and of workers that have exited."""
@@ -741,10 +746,8 @@ class FileTimerServer:
             if key.fd == self._read_fd:
                 self._read_requests()
             elif key.fd == self._wake_r:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
-                except BlockingIOError:
-                    pass
             elif isinstance(key.data, _Worker):
                 self._forget_worker(key.data)  # its pidfd is readable: it exited
         now = time.monotonic()
@@ -992,7 +995,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s filetimer %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s filetimer %(levelname)s %(message)s")
 
     def event(name: str, request: Optional[FileTimerRequest]) -> None:
         pid = request.worker_pid if request else None

@@ -1,0 +1,438 @@
+"""Tests for filetimer: real processes, real FIFOs, real signals.
+
+Run with ``python -m unittest -v``. No test asserts a tight time: waits are
+generous and timing figures live in benchmarks/.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from unittest import mock
+
+import filetimer
+from filetimer import FileTimerClient, FileTimerRequest, FileTimerServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENV = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+SLACK = 10.0  # seconds: an upper bound for things that take milliseconds
+
+# A worker: argv[1] is the FIFO path; the code after the setup is the test's.
+WORKER = """
+import os, signal, sys, time
+import filetimer
+path = sys.argv[1]
+filetimer.configure(filetimer.FileTimerClient(path))
+"""
+
+# A server in its own process, driven by commands on stdin, so a test can
+# freeze it, kill it or shift its wall clock.
+SERVER = """
+import json, os, sys, time
+import filetimer
+options = json.loads(sys.argv[2])
+offset = [0.0]
+real_time = time.time
+time.time = lambda: real_time() + offset[0]
+server = filetimer.FileTimerServer(sys.argv[1], max_interval=0.05, **options)
+server.start()
+print("ready", flush=True)
+for line in sys.stdin:
+    command, _, arg = line.partition(" ")
+    if command == "shift":
+        offset[0] += float(arg)
+    elif command == "stop":
+        server.stop()
+    print(json.dumps([server.request_count, server.rejected_count, len(server.timers())]), flush=True)
+"""
+
+
+def wait_for(predicate, timeout=SLACK, interval=0.01):
+    """Poll until predicate() is true; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+class FiletimerTestCase(unittest.TestCase):
+    """A temporary directory, a FIFO path in it, and cleanup of every child."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="filetimer-test-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        self.path = os.path.join(self.dir, "timer.fifo")
+        self.events = []
+
+    def record(self, name, request):
+        self.events.append((name, request))
+
+    def event_names(self, pid=None):
+        return [name for name, request in self.events if pid is None or (request and request.worker_pid == pid)]
+
+    def serve(self, **options):
+        options.setdefault("file_path", self.path)
+        options.setdefault("log_event", self.record)
+        server = FileTimerServer(**options)
+        self.addCleanup(server.stop)
+        server.start()
+        return server
+
+    def spawn(self, args, **kwargs):
+        child = subprocess.Popen(args, env=kwargs.pop("env", ENV), **kwargs)
+        self.addCleanup(self._reap, child)
+        return child
+
+    def spawn_worker(self, code, path=None):
+        return self.spawn([sys.executable, "-c", WORKER + code, path or self.path])
+
+    def spawn_sleeper(self):
+        return self.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def spawn_server(self, **options):
+        """A server in a child process; returns (process, command function)."""
+        child = self.spawn(
+            [sys.executable, "-c", SERVER, self.path, json.dumps(options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.assertEqual(child.stdout.readline().strip(), "ready")
+
+        def command(text="count"):
+            child.stdin.write(text + "\n")
+            child.stdin.flush()
+            return json.loads(child.stdout.readline())
+
+        return child, command
+
+    @staticmethod
+    def _reap(child):
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream:
+                stream.close()
+
+
+class RequestTest(unittest.TestCase):
+    def test_json_round_trip_and_value_equality(self):
+        request = FileTimerRequest(1234, "train.py#42", 1795000000.5, 9)
+        line = request.to_json()
+        self.assertEqual(
+            json.loads(line),
+            {"version": 1, "pid": 1234, "scope_id": "train.py#42", "expiration_time": 1795000000.5, "signal": 9},
+        )
+        self.assertEqual(FileTimerRequest.from_json(line), request)
+        self.assertEqual(FileTimerRequest.from_json(line + "\n"), request)
+        self.assertEqual(request.worker_id, 1234)
+        self.assertNotEqual(request, FileTimerRequest(1234, "train.py#42", 1795000000.5, 15))
+        self.assertEqual(FileTimerRequest.from_json(FileTimerRequest(7, 'é"\\', -1).to_json()).scope_id, 'é"\\')
+
+    def test_extra_keys_are_ignored(self):
+        line = '{"version": 1, "pid": 99, "scope_id": "s", "expiration_time": 5, "signal": 0, "future": [1]}'
+        self.assertEqual(FileTimerRequest.from_json(line), FileTimerRequest(99, "s", 5, 0))
+
+    def test_from_json_refuses_malformed_lines(self):
+        for line in ["", "[]", "{", '{"pid": 5}', b"\xff\xfe", "{" * 3000 + "}" * 3000]:
+            with self.subTest(line=line[:20]):
+                self.assertRaises(ValueError, FileTimerRequest.from_json, line)
+
+    def test_to_json_refuses_a_non_finite_time(self):
+        self.assertRaises(ValueError, FileTimerRequest(5, "s", float("nan")).to_json)
+
+
+class DefaultPathTest(FiletimerTestCase):
+    def test_default_path_follows_the_environment(self):
+        cleared = {"XDG_RUNTIME_DIR": "", "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}
+        with mock.patch.dict(os.environ, cleared):
+            self.assertEqual(
+                filetimer._resolve_path(None),
+                os.path.join(tempfile.gettempdir(), "filetimer-%d.fifo" % os.getuid()),
+            )
+            os.environ["XDG_RUNTIME_DIR"] = self.dir
+            self.assertEqual(filetimer._resolve_path(None), os.path.join(self.dir, "filetimer.fifo"))
+            os.environ["TORCHELASTIC_TIMER_FILE"] = "/torch/path"
+            self.assertEqual(filetimer._resolve_path(None), "/torch/path")
+            os.environ["FILETIMER_PATH"] = "/our/path"
+            self.assertEqual(filetimer._resolve_path(None), "/our/path")
+            self.assertEqual(filetimer._resolve_path("/given"), "/given")
+
+    def test_client_and_server_meet_on_the_default_path(self):
+        environment = {"XDG_RUNTIME_DIR": self.dir, "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}
+        with mock.patch.dict(os.environ, environment):
+            server = self.serve(file_path=None)
+            self.assertEqual(server.file_path, os.path.join(self.dir, "filetimer.fifo"))
+            with FileTimerClient() as client:
+                client.release("nothing")
+            self.assertTrue(wait_for(lambda: server.request_count == 1))
+
+
+class WatchdogTest(FiletimerTestCase):
+    def test_hung_worker_is_killed_and_events_are_reported(self):
+        server = self.serve(max_interval=10)
+        worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
+        self.assertEqual(self.event_names(worker.pid), ["timer expired", "kill worker process"])
+        self.assertEqual(server.timers(), [])
+        server.stop()
+        self.assertEqual(self.event_names()[0], "watchdog started")
+        self.assertEqual(self.event_names()[-1], "watchdog stopped")
+
+    def test_worker_that_finishes_in_time_is_not_killed(self):
+        server = self.serve()
+        worker = self.spawn_worker("with filetimer.expires(after=5):\n    time.sleep(0.05)\n")
+        self.assertEqual(worker.wait(SLACK), 0)
+        self.assertTrue(wait_for(lambda: server.request_count == 2))
+        self.assertEqual(server.timers(), [])
+        self.assertNotIn("kill worker process", self.event_names())
+
+    def test_expires_as_a_decorator(self):
+        self.serve()
+        worker = self.spawn_worker(
+            "@filetimer.expires(after=0.2)\ndef step(s):\n    time.sleep(s)\nstep(0.01)\nstep(60)\n"
+        )
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+
+    def test_recursive_expires_re_acquires_the_scope(self):
+        # Each level is quick, the whole recursion is not: only the innermost
+        # acquire counts (torch's semantics), so the worker survives.
+        self.serve()
+        worker = self.spawn_worker(
+            "def f(n):\n    if n:\n        with filetimer.expires(after=0.5):\n"
+            "            f(n - 1)\n            time.sleep(0.2)\nf(4)\n"
+        )
+        self.assertEqual(worker.wait(SLACK), 0)
+
+    def test_re_acquiring_a_scope_replaces_its_deadline(self):
+        server = self.serve()
+        with FileTimerClient(self.path) as client:
+            for after in (100, 200, 300):
+                with filetimer.expires(after, scope="same", client=client):
+                    floor = time.time() + after - 50
+                    self.assertTrue(wait_for(lambda floor=floor: [t.expiration_time > floor for t in server.timers()]
+                                             == [True]))
+            self.assertTrue(wait_for(lambda: server.timers() == []))
+
+    def test_worker_that_exits_before_releasing_is_forgotten_unsignalled(self):
+        sent = []
+        with mock.patch("os.kill", lambda pid, sig: sent.append(pid)), \
+                mock.patch.object(signal, "pidfd_send_signal", lambda fd, sig: sent.append(fd), create=True):
+            server = self.serve(max_interval=0.1)
+            worker = self.spawn_worker("filetimer._configured_client.acquire('s', time.time() + 0.5)\nos._exit(0)\n")
+            self.assertEqual(worker.wait(SLACK), 0)
+            self.assertTrue(wait_for(lambda: server.request_count == 1))
+            self.assertTrue(wait_for(lambda: server.timers() == []))
+            time.sleep(0.7)  # past the deadline
+        self.assertEqual(sent, [])
+        self.assertEqual(self.event_names(worker.pid), [])
+
+    def test_requests_from_ten_processes_are_all_counted(self):
+        server = self.serve()
+        code = (
+            "client = filetimer._configured_client\n"
+            "for i in range(200):\n    client.acquire('s%d' % i, time.time() + 60)\n    client.release('s%d' % i)\n"
+        )
+        workers = [self.spawn_worker(code) for _ in range(10)]
+        self.assertEqual([w.wait(SLACK * 3) for w in workers], [0] * 10)
+        self.assertTrue(wait_for(lambda: server.request_count == 10 * 400))
+        self.assertEqual((server.rejected_count, server.timers()), (0, []))
+
+    def test_expired_signal_zero_timer_is_reported_once(self):
+        server = self.serve(max_interval=0.02)
+        sleeper = self.spawn_sleeper()
+        server.register_timers([FileTimerRequest(sleeper.pid, "quiet", time.time() + 0.05, 0)])
+        self.assertTrue(wait_for(lambda: "timer expired" in self.event_names()))
+        time.sleep(0.3)  # many heartbeats
+        self.assertEqual(self.event_names(sleeper.pid), ["timer expired"])
+        self.assertIsNone(sleeper.poll())
+        self.assertEqual(server.timers(), [])
+
+    def test_earliest_signalled_timer_decides_and_all_are_dropped(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        now = time.time()
+        server.register_timers([
+            FileTimerRequest(sleeper.pid, "a", now + 0.1, 0),
+            FileTimerRequest(sleeper.pid, "b", now + 0.1, signal.SIGTERM),
+            FileTimerRequest(sleeper.pid, "c", now + 60, signal.SIGKILL),
+        ])
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGTERM)
+        self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
+        self.assertEqual(server.timers(), [])
+
+    def test_get_expired_timers_and_clear_timers(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        now = time.time()
+        early, late = FileTimerRequest(sleeper.pid, "a", now + 30, 9), FileTimerRequest(sleeper.pid, "b", now + 60, 9)
+        server.register_timers([early, late])
+        self.assertEqual(server.get_expired_timers(now + 45), {sleeper.pid: [early]})
+        self.assertEqual(server.get_expired_timers(now), {})
+        server.clear_timers([sleeper.pid])
+        self.assertEqual(server.timers(), [])
+        self.assertTrue(FileTimerServer.is_process_running(sleeper.pid))
+        self.assertFalse(FileTimerServer.is_process_running(0))
+        self.assertFalse(FileTimerServer.is_process_running(-1))
+
+    def test_heartbeat_advances_the_progress_time(self):
+        server = self.serve(max_interval=0.05)
+        before = server.get_last_progress_time()
+        self.assertTrue(wait_for(lambda: server.get_last_progress_time() > before, timeout=3))
+
+
+class LifecycleTest(FiletimerTestCase):
+    def watchdog_threads(self):
+        return [t for t in threading.enumerate() if t.name == "filetimer-watchdog"]
+
+    def test_stop_is_prompt_with_no_client_and_leaves_no_thread(self):
+        server = FileTimerServer(self.path, max_interval=10)
+        server.start()
+        started = time.monotonic()
+        server.stop()
+        self.assertLess(time.monotonic() - started, 5)  # far below max_interval
+        self.assertEqual(self.watchdog_threads(), [])
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_stop_without_start_and_twice(self):
+        server = FileTimerServer(self.path)
+        self.assertTrue(os.path.exists(self.path))
+        server.stop()
+        server.stop()
+        self.assertFalse(os.path.exists(self.path))
+        self.assertRaises(RuntimeError, server.start)
+
+    def test_context_manager_starts_and_stops(self):
+        with FileTimerServer(self.path, log_event=self.record) as server:
+            self.assertEqual(len(self.watchdog_threads()), 1)
+            with FileTimerClient(self.path) as client:
+                client.release("x")
+            self.assertTrue(wait_for(lambda: server.request_count == 1))
+        self.assertEqual(self.watchdog_threads(), [])
+        self.assertEqual(self.event_names(), ["watchdog started", "watchdog stopped"])
+
+    def test_run_once_processes_pending_requests_then_stops(self):
+        server = FileTimerServer(self.path, log_event=self.record)
+        sleeper = self.spawn_sleeper()
+        with FileTimerClient(self.path) as client:  # a client may write before start()
+            client._send_request(FileTimerRequest(sleeper.pid, "late", time.time() - 1, signal.SIGTERM))
+        server.run_once()
+        self.assertEqual(server.request_count, 1)
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGTERM)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_a_failing_log_event_callback_does_not_stop_the_watchdog(self):
+        def explode(name, request):
+            if request is not None:
+                raise RuntimeError("callback bug")
+
+        server = self.serve(log_event=explode)
+        worker = self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n")
+        with self.assertLogs("filetimer", "ERROR"):
+            self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+            wait_for(lambda: server.timers() == [] and server.request_count == 1)
+            time.sleep(0.05)
+
+
+class ClientTest(FiletimerTestCase):
+    def test_no_server_raises_broken_pipe(self):
+        with FileTimerClient(self.path) as client:
+            self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
+        os.mkfifo(self.path)  # a FIFO nobody reads
+        with FileTimerClient(self.path) as client:
+            self.assertRaises(BrokenPipeError, client.release, "s")
+
+    def test_request_over_pipe_buf_is_refused_before_writing(self):
+        server = self.serve()
+        with FileTimerClient(self.path) as client:
+            self.assertRaises(ValueError, client.acquire, "x" * filetimer.PIPE_BUF, time.time() + 60)
+            client.release("fits")
+        self.assertTrue(wait_for(lambda: server.request_count == 1))
+        self.assertEqual(server.rejected_count, 0)
+
+    def test_expires_without_a_client_raises(self):
+        guard = filetimer.expires(after=1)
+        with mock.patch.object(filetimer, "_configured_client", None), self.assertRaises(RuntimeError), guard:
+            pass
+
+    def test_default_scope_is_the_callers_file_and_line(self):
+        guard = filetimer.expires(after=1)
+        line = sys._getframe().f_lineno - 1
+        self.assertEqual(guard._scope, "%s#%d" % (__file__, line))
+
+
+class CommandLineTest(FiletimerTestCase):
+    def run_cli(self, *args):
+        return subprocess.run([sys.executable, "-m", "filetimer", *args], env=ENV, capture_output=True, text=True,
+                              timeout=SLACK * 3)
+
+    def start_cli(self, *args):
+        child = self.spawn([sys.executable, "-m", "filetimer", "serve", self.path, *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.assertIn("serving " + self.path, child.stdout.readline())
+        return child
+
+    def test_serve_kills_a_hung_worker_and_stops_cleanly_on_sigterm_and_sigint(self):
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            with self.subTest(signal=stop_signal):
+                server = self.start_cli("--max-interval", "5")
+                worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
+                self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+                server.send_signal(stop_signal)
+                self.assertEqual(server.wait(SLACK), 0)
+                self.assertFalse(os.path.exists(self.path))
+                self.assertIn("kill worker process", server.stderr.read())
+
+    def test_serve_json_events(self):
+        server = self.spawn([sys.executable, "-m", "filetimer", "serve", self.path, "--events", "json",
+                             "--run-id", "r1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started = json.loads(server.stdout.readline())
+        self.assertEqual((started["event"], started["run_id"]), ("watchdog started", "r1"))
+        worker = self.spawn_worker("with filetimer.expires(after=0.1, scope='step'):\n    time.sleep(60)\n")
+        worker.wait(SLACK)
+        expired = json.loads(server.stdout.readline())
+        self.assertEqual((expired["event"], expired["pid"], expired["scope"], expired["signal"]),
+                         ("timer expired", worker.pid, "step", 9))
+        server.terminate()
+        self.assertEqual(server.wait(SLACK), 0)
+
+    def test_bad_invocations_exit_2_with_one_line(self):
+        regular = os.path.join(self.dir, "regular")
+        with open(regular, "w") as f:
+            f.write("keep me")
+        live = FileTimerServer(self.path)
+        self.addCleanup(live.stop)
+        cases = {
+            "bad number": ["serve", os.path.join(self.dir, "a"), "--max-interval", "-1"],
+            "bad mode": ["serve", os.path.join(self.dir, "a"), "--mode", "999"],
+            "unknown option": ["serve", "--frobnicate"],
+            "no command": [],
+            "missing directory": ["serve", os.path.join(self.dir, "no", "such", "fifo")],
+            "regular file": ["serve", regular],
+            "live server": ["serve", self.path],
+        }
+        for name, args in cases.items():
+            with self.subTest(name):
+                result = self.run_cli(*args)
+                self.assertEqual(result.returncode, 2)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+        with open(regular) as f:
+            self.assertEqual(f.read(), "keep me")
+
+    def test_help_and_version(self):
+        self.assertIn("serve", self.run_cli("--help").stdout)
+        self.assertIn("--kill-after", self.run_cli("serve", "--help").stdout)
+        self.assertEqual(self.run_cli("--version").stdout.strip(), "filetimer " + filetimer.__version__)
+
+
+if __name__ == "__main__":
+    unittest.main()
