@@ -262,14 +262,24 @@ class FileTimerClient:
     The FIFO stays open between requests. When the server has gone away the
     path is reopened (a restarted server is found again); when nobody serves
     it, BrokenPipeError is raised. A full pipe is waited on for up to
-    ``timeout`` seconds, then TimeoutError is raised.
+    ``timeout`` seconds, then TimeoutError is raised. Pass ``keep_open=False``
+    to close the FIFO after each request, as torch does: torch's server only
+    checks deadlines when its pipe reaches end-of-file, so it needs that.
     """
 
-    def __init__(self, file_path: Optional[str] = None, signal: int = _SIGKILL, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        file_path: Optional[str] = None,
+        signal: int = _SIGKILL,
+        *,
+        timeout: float = 10.0,
+        keep_open: bool = True,
+    ) -> None:
         _require_posix()
         self._file_path = _resolve_path(file_path)
         self.signal = signal
         self._timeout = timeout
+        self._keep_open = keep_open
         self._fd: Optional[int] = None
         self._lock = threading.Lock()
         self._identity: Tuple[int, Optional[int]] = (0, None)  # (pid, start time), redone after fork
@@ -307,6 +317,8 @@ class FileTimerClient:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
         with self._lock:
             self._write_line(line)
+            if not self._keep_open:
+                self._close_fd()
 
     def _write_line(self, line: bytes) -> None:
         """Write one whole line: wait out a full pipe, reopen once after a server restart."""

@@ -4,6 +4,7 @@ Run with ``python -m unittest -v``. No test asserts a tight time: waits are
 generous and timing figures live in benchmarks/.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -358,6 +359,15 @@ class ClientTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: server.request_count == 1))
         self.assertEqual(server.rejected_count, 0)
 
+    def test_fifo_is_held_open_unless_keep_open_is_false(self):
+        server = self.serve()
+        with FileTimerClient(self.path) as held, FileTimerClient(self.path, keep_open=False) as closing:
+            held.release("a")
+            closing.release("b")
+            self.assertIsNotNone(held._fd)
+            self.assertIsNone(closing._fd)
+        self.assertTrue(wait_for(lambda: server.request_count == 2))
+
     def test_expires_without_a_client_raises(self):
         guard = filetimer.expires(after=1)
         with mock.patch.object(filetimer, "_configured_client", None), self.assertRaises(RuntimeError), guard:
@@ -367,6 +377,392 @@ class ClientTest(FiletimerTestCase):
         guard = filetimer.expires(after=1)
         line = sys._getframe().f_lineno - 1
         self.assertEqual(guard._scope, "%s#%d" % (__file__, line))
+
+
+def write_raw(path, data):
+    """Write bytes straight into the FIFO, as a misbehaving client would."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def line(pid, scope, expiration, sig=9, **extra):
+    fields = {"version": 1, "pid": pid, "scope_id": scope, "expiration_time": expiration, "signal": sig}
+    fields.update(extra)
+    return json.dumps(fields).encode() + b"\n"
+
+
+class BadInputTest(FiletimerTestCase):
+    """Safety rule: a bad line is counted and logged, and harms no other line."""
+
+    BAD_LINES = (
+        b"not json",
+        b"[1, 2, 3]",
+        b'{"version": 1, "pid": 4242, "scope_id": "no signal", "expiration_time": 1}',
+        line(True, "bool pid", 1),
+        line(4242.0, "float pid", 1),
+        line(10**30, "huge pid", 1),
+        line(0, "pid zero", 1),
+        line(1, "pid one", 1),
+        line(-1, "pid minus one", 1),
+        line(4242, 42, 1),
+        line(4242, "nan", float("nan")),
+        line(4242, "inf", float("inf")),
+        line(4242, "string time", "soon"),
+        line(4242, "huge int time", 10**400),
+        line(4242, "signal 65", 1, 65),
+        line(4242, "signal -1", 1, -1),
+        line(4242, "bool signal", 1, True),
+        line(4242, "version 2", 1, version=2),
+        line(4242, "bad start", 1, start_time="x"),
+        b'{"version": 1, "pid": 4242, "scope_id": "\xff\xfe", "expiration_time": 1, "signal": 9}',
+        b"[" * 2000 + b"]" * 2000,
+        b'{"version": 1, "pid": 4242, "scope_id": "' + b"x" * 5000 + b'", "expiration_time": 1, "signal": 9}',
+    )
+
+    def test_valid_requests_around_every_kind_of_bad_line_are_applied(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        far = time.time() + 600
+        data = b""
+        for i, bad in enumerate(self.BAD_LINES):
+            data += line(sleeper.pid, "valid %d" % i, far) + bad.rstrip(b"\n") + b"\n"
+        data += line(sleeper.pid, "valid last", far)
+        with self.assertLogs("filetimer", "WARNING"):
+            write_raw(self.path, data)
+            self.assertTrue(wait_for(lambda: server.rejected_count == len(self.BAD_LINES)))
+        self.assertTrue(wait_for(lambda: server.request_count == len(self.BAD_LINES) + 1))
+        self.assertEqual(len(server.timers()), len(self.BAD_LINES) + 1)
+        with FileTimerClient(self.path) as client:  # and the server keeps serving
+            client.release("afterwards")
+        self.assertTrue(wait_for(lambda: server.request_count == len(self.BAD_LINES) + 2))
+
+    def test_line_longer_than_a_read_is_rejected_once(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        with self.assertLogs("filetimer", "WARNING"):
+            write_raw(self.path, b"y" * 300000 + b"\n" + line(sleeper.pid, "after", time.time() + 600))
+            self.assertTrue(wait_for(lambda: server.request_count == 1))
+        self.assertEqual(server.rejected_count, 1)
+        self.assertEqual([t.scope_id for t in server.timers()], ["after"])
+
+    def test_a_flood_of_garbage_is_counted_but_logged_a_bounded_number_of_times(self):
+        server = self.serve()
+        with self.assertLogs("filetimer", "WARNING") as logs:
+            write_raw(self.path, b"garbage\n" * 100000)
+            self.assertTrue(wait_for(lambda: server.rejected_count == 100000))
+        self.assertLessEqual(len(logs.records), 2 * filetimer._REJECTS_LOGGED_PER_MINUTE + 2)
+
+
+class ForbiddenPidTest(FiletimerTestCase):
+    """Safety rule: pid <= 1, negative pids and the server's own pid are never signalled."""
+
+    def test_forbidden_pids_never_reach_kill(self):
+        kills, pidfd_signals = [], []
+        with mock.patch("os.kill", lambda pid, sig: kills.append((pid, sig))), \
+                mock.patch.object(signal, "pidfd_send_signal", lambda *a: pidfd_signals.append(a), create=True):
+            server = self.serve(max_interval=0.02)
+            past = time.time() - 1
+            with self.assertLogs("filetimer", "WARNING") as logs:
+                server.register_timers([FileTimerRequest(pid, "s", past, 9) for pid in (1, 0, -1, -5, os.getpid())])
+                write_raw(self.path, line(0, "s", past) + line(1, "s", past) + line(-1, "s", past))
+                self.assertTrue(wait_for(lambda: server.rejected_count == 3))
+                time.sleep(0.2)  # many passes
+            self.assertEqual(server.timers(), [])
+            self.assertTrue(any("refusing to signal pid %d" % os.getpid() in r.getMessage() for r in logs.records))
+        self.assertEqual((kills, pidfd_signals), ([], []))
+        self.assertNotIn("kill worker process", self.event_names())
+
+
+REUSE = """
+import json, os, subprocess, sys, time
+import filetimer
+path, mode = sys.argv[1], sys.argv[2]
+if mode == "start-time":
+    filetimer._HAVE_PIDFD = False
+events = []
+server = filetimer.FileTimerServer(path, max_interval=30, log_event=lambda name, request: events.append(name))
+server.start()
+
+def spawn_at(pid, code, *args, **kwargs):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+    return subprocess.Popen([sys.executable, "-c", code, *args], **kwargs)
+
+sleep = "import time; time.sleep(30)"
+# 1. A worker arms a timer and exits; a new process gets its pid before the deadline.
+worker = spawn_at(5000, "import filetimer, sys, time; c = filetimer.FileTimerClient(sys.argv[1]); "
+                  "c.acquire('step', time.time() + 0.5); sys.stdin.read()", path, stdin=subprocess.PIPE)
+while not server.timers():
+    time.sleep(0.01)
+worker.stdin.close()
+worker.wait()
+heir = spawn_at(5000, sleep)
+# 2. A request naming a dead process's start time arrives after its pid was reused.
+dead = spawn_at(6000, sleep)
+time.sleep(0.05)
+dead_start = filetimer._process_start_time(dead.pid)
+dead.kill(); dead.wait()
+time.sleep(0.05)
+heir2 = spawn_at(6000, sleep)
+filetimer.FileTimerClient(path)._send_request(
+    filetimer.FileTimerRequest(heir2.pid, "stale", time.time() + 0.2, 9, start_time=dead_start))
+time.sleep(1.5)
+print(json.dumps({"pids": [worker.pid, heir.pid, dead.pid, heir2.pid],
+                  "alive": [heir.poll() is None, heir2.poll() is None], "events": events}))
+for p in (heir, heir2):
+    p.kill(); p.wait()
+server.stop()
+"""
+
+
+class PidReuseTest(FiletimerTestCase):
+    """Safety rule: a timer is bound to its worker's identity, never to a later owner of the pid."""
+
+    def run_in_pid_namespace(self, mode):
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare to control pid allocation")
+        result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE,
+                                 self.path, mode], env=ENV, capture_output=True, text=True, timeout=SLACK * 3)
+        if result.returncode != 0 and "unshare" in result.stderr:
+            self.skipTest("unshare is not permitted here: " + result.stderr.strip()[:200])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout.splitlines()[-1])
+        if report["pids"] != [5000, 5000, 6000, 6000]:
+            self.skipTest("could not choose pids: %s" % report["pids"])
+        self.assertEqual(report["alive"], [True, True])
+        self.assertNotIn("kill worker process", report["events"])
+
+    def test_reused_pid_is_never_signalled_with_pidfd(self):
+        if not filetimer._HAVE_PIDFD:
+            self.skipTest("no pidfd on this platform or Python")
+        self.run_in_pid_namespace("pidfd")
+
+    def test_reused_pid_is_never_signalled_with_start_time(self):
+        self.run_in_pid_namespace("start-time")
+
+
+class FifoPathTest(FiletimerTestCase):
+    """Safety rule: the server never removes or follows what is not its own stale FIFO."""
+
+    def assert_refused(self, path):
+        with self.assertRaises(FileExistsError) as caught:
+            FileTimerServer(path)
+        self.assertIn(path, str(caught.exception))
+
+    def test_regular_file_directory_and_symlinks_are_left_alone(self):
+        regular = os.path.join(self.dir, "regular")
+        with open(regular, "w") as f:
+            f.write("precious")
+        directory = os.path.join(self.dir, "directory")
+        os.mkdir(directory)
+        fifo = os.path.join(self.dir, "target.fifo")
+        os.mkfifo(fifo)
+        links = {}
+        for name, target in {"to-file": regular, "to-fifo": fifo, "dangling": "/nonexistent/x"}.items():
+            links[name] = os.path.join(self.dir, name)
+            os.symlink(target, links[name])
+        for path in [regular, directory, *links.values()]:
+            with self.subTest(path=path):
+                self.assert_refused(path)
+        with open(regular) as f:
+            self.assertEqual(f.read(), "precious")
+        self.assertTrue(os.path.isdir(directory))
+        for name, path in links.items():
+            self.assertTrue(os.path.islink(path), name)
+        self.assertFalse(os.path.exists("/nonexistent/x"))
+
+    def test_fifo_of_a_live_server_is_refused_and_that_server_keeps_working(self):
+        first = self.serve()
+        with self.assertRaises(FileExistsError) as caught:
+            FileTimerServer(self.path)
+        self.assertIn("already being served", str(caught.exception))
+        with FileTimerClient(self.path) as client:
+            client.release("still here")
+        self.assertTrue(wait_for(lambda: first.request_count == 1))
+
+    def test_stale_fifo_is_replaced(self):
+        os.mkfifo(self.path, 0o644)
+        os.chmod(self.path, 0o644)
+        server = self.serve()
+        self.assertEqual(stat_mode(self.path), 0o600)  # a new FIFO, made by the server
+        with FileTimerClient(self.path) as client:
+            client.release("x")
+        self.assertTrue(wait_for(lambda: server.request_count == 1))
+
+    def test_mode_is_exact_whatever_the_umask(self):
+        for umask, mode in [(0o077, 0o660), (0o000, 0o600), (0o022, 0o620)]:
+            with self.subTest(umask=oct(umask), mode=oct(mode)):
+                old = os.umask(umask)
+                try:
+                    server = FileTimerServer(self.path, mode=mode)
+                finally:
+                    os.umask(old)
+                self.assertEqual(stat_mode(self.path), mode)
+                server.stop()
+
+    def test_stop_removes_only_its_own_fifo(self):
+        old = FileTimerServer(self.path)
+        os.unlink(self.path)  # someone cleaned up, and a newer server took the path
+        new = self.serve()
+        old.stop()
+        self.assertTrue(os.path.exists(self.path))
+        with FileTimerClient(self.path) as client:
+            client.release("x")
+        self.assertTrue(wait_for(lambda: new.request_count == 1))
+        new.stop()
+        self.assertFalse(os.path.exists(self.path))
+
+
+def stat_mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+class BackPressureAndRestartTest(FiletimerTestCase):
+    """Safety rules: a full pipe is waited on, never dropped; a restarted server is found again."""
+
+    def test_writer_waits_for_a_frozen_server_and_loses_nothing(self):
+        server, command = self.spawn_server()
+        writer = self.spawn_worker(
+            "client = filetimer._configured_client\n"
+            "for i in range(5000):\n    client.acquire('s%d' % (i % 10), time.time() + 600)\n"
+            "    client.release('s%d' % (i % 10))\n"
+        )
+        server.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.5)
+            self.assertIsNone(writer.poll())  # blocked on the full pipe, not failed
+        finally:
+            server.send_signal(signal.SIGCONT)
+        self.assertEqual(writer.wait(SLACK * 3), 0)
+        self.assertTrue(wait_for(lambda: command() == [10000, 0, 0]))
+
+    def test_client_times_out_on_a_server_that_stays_away_without_half_lines(self):
+        server, command = self.spawn_server()
+        server.send_signal(signal.SIGSTOP)
+        sent = 0
+        try:
+            with FileTimerClient(self.path, timeout=0.3) as client, self.assertRaises(TimeoutError):
+                for _ in range(100000):
+                    client.release("scope-%d" % sent)
+                    sent += 1
+        finally:
+            server.send_signal(signal.SIGCONT)
+        self.assertGreater(sent, 0)
+        self.assertTrue(wait_for(lambda: command() == [sent, 0, 0]))
+
+    def test_client_raises_broken_pipe_then_finds_a_restarted_server(self):
+        server, command = self.spawn_server()
+        with FileTimerClient(self.path) as client:
+            client.release("before")
+            self.assertTrue(wait_for(lambda: command() == [1, 0, 0]))
+            server.kill()
+            server.wait()
+            self.assertRaises(BrokenPipeError, client.release, "while down")
+            restarted = self.serve()
+            client.release("after")
+            self.assertTrue(wait_for(lambda: restarted.request_count == 1))
+
+
+class EscalationTest(FiletimerTestCase):
+    """Safety rules: kill_after escalates to SIGKILL; exit_on_reap is off unless asked for."""
+
+    IGNORE_TERM = (
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "filetimer.configure(filetimer.FileTimerClient(path, signal=signal.SIGTERM))\n"
+        "with filetimer.expires(after=0.1):\n    time.sleep(60)\n"
+    )
+
+    def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(self):
+        self.serve(kill_after=0.3)
+        worker = self.spawn_worker(self.IGNORE_TERM)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: "escalate worker process" in self.event_names()))
+        self.assertEqual(self.event_names(worker.pid), ["timer expired", "kill worker process",
+                                                        "escalate worker process"])
+
+    def test_without_kill_after_a_worker_ignoring_sigterm_survives(self):
+        self.serve()
+        worker = self.spawn_worker(self.IGNORE_TERM)
+        self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
+        time.sleep(0.3)
+        self.assertIsNone(worker.poll())
+
+    def test_server_survives_reaping_by_default_and_exits_with_exit_on_reap(self):
+        hang = "with filetimer.expires(after=0.1):\n    time.sleep(60)\n"
+        for exit_on_reap in (False, True):
+            with self.subTest(exit_on_reap=exit_on_reap):
+                server, command = self.spawn_server(exit_on_reap=exit_on_reap)
+                self.assertEqual(self.spawn_worker(hang).wait(SLACK), -signal.SIGKILL)
+                if exit_on_reap:
+                    self.assertEqual(server.wait(SLACK), -signal.SIGKILL)
+                else:
+                    self.assertEqual(command()[0], 1)  # the acquire; the worker died holding it
+                    server.kill()
+                    server.wait()
+
+
+class ClockStepTest(FiletimerTestCase):
+    """Safety rule: deadlines are on the monotonic clock from arrival; wall-clock steps change nothing."""
+
+    def test_wall_clock_steps_neither_kill_early_nor_spare(self):
+        for step in (3600, -3600):
+            with self.subTest(step=step):
+                server, command = self.spawn_server()
+                sleeper = self.spawn_sleeper()
+                with FileTimerClient(self.path) as client:
+                    client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 1.0, signal.SIGKILL))
+                self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
+                command("shift %d" % step)
+                time.sleep(0.4)
+                self.assertIsNone(sleeper.poll())  # not early
+                self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
+                server.kill()
+                server.wait()
+
+
+TORCH_WORKER = """
+import sys, time
+from torch.distributed.elastic import timer
+timer.configure(timer.FileTimerClient(sys.argv[1]))
+with timer.expires(after=0.2):
+    time.sleep(60)
+"""
+
+TORCH_SERVER = """
+import sys, time
+from torch.distributed.elastic.timer import FileTimerServer
+server = FileTimerServer(sys.argv[1], "interop", max_interval=0.1)
+server.start()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@unittest.skipUnless(importlib.util.find_spec("torch"), "torch is not installed")
+class TorchInteropTest(FiletimerTestCase):
+    """Same wire format both ways: torch's client with our server, our client with torch's server."""
+
+    def test_torch_worker_is_killed_by_our_server(self):
+        self.serve()
+        worker = self.spawn([sys.executable, "-c", TORCH_WORKER, self.path])
+        self.assertEqual(worker.wait(SLACK * 3), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names(worker.pid)))
+
+    def test_our_worker_is_killed_by_torch_server(self):
+        # torch's server SIGKILLs its own process after reaping, so it runs in a child;
+        # it only checks deadlines at end-of-file, so our client must not hold the pipe.
+        server = self.spawn([sys.executable, "-c", TORCH_SERVER, self.path], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(server.stdout.readline().strip(), "ready")
+        worker = self.spawn_worker(
+            "filetimer.configure(filetimer.FileTimerClient(path, keep_open=False))\n"
+            "with filetimer.expires(after=0.2):\n    time.sleep(60)\n"
+        )
+        self.assertEqual(worker.wait(SLACK * 3), -signal.SIGKILL)
 
 
 class CommandLineTest(FiletimerTestCase):
