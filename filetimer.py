@@ -107,26 +107,19 @@ class FileTimerRequest:
         """The worker's pid, under the name torch's TimerRequest uses."""
         return self.worker_pid
 
+    def _value(self) -> Tuple[int, int, str, float, int]:
+        """What equality compares: torch's fields."""
+        return (self.version, self.worker_pid, self.scope_id, self.expiration_time, self.signal)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FileTimerRequest):
             return NotImplemented
-        return (self.version, self.worker_pid, self.scope_id, self.expiration_time, self.signal) == (
-            other.version,
-            other.worker_pid,
-            other.scope_id,
-            other.expiration_time,
-            other.signal,
-        )
+        return self._value() == other._value()
 
     __hash__ = None  # type: ignore[assignment]  # mutable value object
 
     def __repr__(self) -> str:
-        return "FileTimerRequest(worker_pid=%r, scope_id=%r, expiration_time=%r, signal=%r)" % (
-            self.worker_pid,
-            self.scope_id,
-            self.expiration_time,
-            self.signal,
-        )
+        return "FileTimerRequest(worker_pid=%r, scope_id=%r, expiration_time=%r, signal=%r)" % self._value()[1:]
 
     def to_json(self) -> str:
         """One wire line, without the newline.
