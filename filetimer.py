@@ -73,6 +73,9 @@ _PID_MAX = 2**31 - 1  # largest pid_t
 _SIGKILL: int = getattr(signal, "SIGKILL", 9)  # getattr: importable on Windows
 _NSIG: int = getattr(signal, "NSIG", 65)
 _json_str = json.encoder.encode_basestring_ascii
+# The C scanner, without json.loads' Python wrappers (typeshed does not declare scan_once).
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_TIME_MAX = 2**63  # seconds; an int time beyond this is nonsense (and may not fit a float)
 
 
 class FileTimerRequest:
@@ -142,53 +145,51 @@ class FileTimerRequest:
 
     @classmethod
     def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
-        """Parse and validate one wire line; raise ValueError on anything malformed."""
+        """Parse and validate one wire line; raise ValueError on anything malformed.
+
+        This is the server's hot path: one flat pass, no helper calls when the line is good.
+        """
         data = line.encode("utf-8") if isinstance(line, str) else line
-        if data.endswith(b"\n"):
+        if data[-1:] == b"\n":
             data = data[:-1]
         if len(data) >= PIPE_BUF:
             raise ValueError("line of %d bytes is longer than PIPE_BUF (%d)" % (len(data) + 1, PIPE_BUF))
+        text = data.decode("utf-8")
         try:
-            obj = json.loads(data.decode("utf-8"))
+            try:
+                obj, end = _scan_json(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):  # whitespace, trailing data or not JSON: let json.loads judge
+                obj = json.loads(text)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise ValueError("not a JSON object")
-        version = _int_field(obj, "version", VERSION, VERSION)
-        pid = _int_field(obj, "pid", 2, _PID_MAX)
-        scope_id = obj.get("scope_id")
-        if not isinstance(scope_id, str):
-            raise ValueError("scope_id must be a string, got %s" % _short(scope_id))
-        expiration = obj.get("expiration_time")
-        if isinstance(expiration, bool) or not isinstance(expiration, (int, float)) or not _finite(expiration):
-            raise ValueError("expiration_time must be a finite number, got %s" % _short(expiration))
-        sig = _int_field(obj, "signal", 0, _NSIG - 1)
-        start_time = obj.get("start_time")
-        if start_time is not None:
-            start_time = _int_field(obj, "start_time", 0, 2**63 - 1)
-        request = cls(pid, scope_id, expiration, sig, start_time=start_time)
-        request.version = version
-        return request
+        get = obj.get
+        version, pid, scope_id = get("version"), get("pid"), get("scope_id")
+        expiration, sig, start_time = get("expiration_time"), get("signal"), get("start_time")
+        if not (type(version) is int and version == VERSION):
+            raise _invalid("version", version, "1")
+        if not (type(pid) is int and 2 <= pid <= _PID_MAX):
+            raise _invalid("pid", pid, "an integer from 2 to %d" % _PID_MAX)
+        if type(scope_id) is not str:
+            raise _invalid("scope_id", scope_id, "a string")
+        if not ((type(expiration) is float and math.isfinite(expiration))
+                or (type(expiration) is int and -_TIME_MAX < expiration < _TIME_MAX)):
+            raise _invalid("expiration_time", expiration, "a finite number")
+        if not (type(sig) is int and 0 <= sig < _NSIG):
+            raise _invalid("signal", sig, "an integer from 0 to %d" % (_NSIG - 1))
+        if not (start_time is None or (type(start_time) is int and 0 <= start_time < _TIME_MAX)):
+            raise _invalid("start_time", start_time, "a non-negative integer")
+        return cls(pid, scope_id, expiration, sig, start_time=start_time)
 
 
-def _int_field(obj: Dict[str, Any], name: str, low: int, high: int) -> int:
-    """obj[name] if it is an int (not a bool) in [low, high], else ValueError."""
-    value = obj.get(name)
-    if type(value) is not int or not low <= value <= high:
-        raise ValueError("%s must be an integer in [%d, %d], got %s" % (name, low, high, _short(value)))
-    return value
-
-
-def _finite(number: float) -> bool:
-    try:
-        return math.isfinite(number)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _invalid(field: str, value: object, expected: str) -> ValueError:
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return ValueError("%s must be %s, got %s" % (field, expected, "nothing" if value is None else shown))
 
 
 # --- client -------------------------------------------------------------------
@@ -420,6 +421,7 @@ class expires:
 
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 _READ_SIZE = 65536
+_SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 _MAX_READS_PER_PASS = 64  # then look at deadlines again, even under a flood
 _REJECTS_LOGGED_PER_MINUTE = 10
 
@@ -725,7 +727,7 @@ class FileTimerServer:
     def _watchdog_loop(self) -> None:
         while not self._stopping:
             try:
-                ready = self._selector.select(self._seconds_to_next_event())
+                ready = self._wait_for_events()
                 with self._lock:
                     if self._stopping:
                         break
@@ -734,17 +736,30 @@ class FileTimerServer:
                 _log.exception("filetimer watchdog pass failed; carrying on")
                 time.sleep(0.01)  # a fault that repeats must not spin a core
 
-    def _seconds_to_next_event(self) -> float:
+    def _wait_for_events(self) -> List[Tuple[selectors.SelectorKey, int]]:
+        """Block until a request, a worker exit or stop(), or until the next deadline or heartbeat.
+
+        select() sleeps in whole milliseconds, rounded up. Before a timer
+        deadline the last fraction of a millisecond is slept precisely
+        instead, so a kill is not up to a millisecond late.
+        """
         with self._lock:
             heap = self._heap
             while heap and heap[0][2] is None:  # released or replaced
                 heapq.heappop(heap)
-            wake = self._next_beat
-            if heap:
-                wake = min(wake, heap[0][0])
+            deadline = heap[0][0] if heap else math.inf
             if self._escalations:
-                wake = min(wake, min(self._escalations.values()))
-            return max(0.0, wake - time.monotonic())
+                deadline = min(deadline, min(self._escalations.values()))
+        if deadline > self._next_beat:  # only the heartbeat is due: no precision needed
+            return self._selector.select(max(0.0, self._next_beat - time.monotonic()))
+        timeout = deadline - time.monotonic()
+        if timeout > _SELECT_RESOLUTION:
+            ready = self._selector.select(timeout - _SELECT_RESOLUTION)
+            if ready:
+                return ready
+            timeout = deadline - time.monotonic()
+        time.sleep(max(0.0, timeout))
+        return self._selector.select(0)
 
     def _run_pass(self, ready: List[Tuple[selectors.SelectorKey, int]]) -> None:
         for key, _ in ready:
@@ -811,31 +826,36 @@ class FileTimerServer:
             self._rejects_logged = 0
         self._rejects_logged += 1
         if self._rejects_logged <= _REJECTS_LOGGED_PER_MINUTE:
-            _log.warning("rejected request %s: %s", _short(line[:200]), reason)
+            _log.warning("rejected request %r: %s", line[:100], reason)
 
     def _apply(self, requests: Iterable[FileTimerRequest], wall_now: float, mono_now: float) -> None:
+        """Arm, re-arm or release each request's timer, in order (the ingest hot path)."""
+        timers, workers, heap = self._timers, self._workers, self._heap
+        applied = 0
         for request in requests:
-            self.request_count += 1
-            key = (request.worker_pid, request.scope_id)
-            old = self._timers.pop(key, None)
+            applied += 1
+            pid, scope = request.worker_pid, request.scope_id
+            old = timers.pop((pid, scope), None)
             if old is not None:
-                old[2] = None
+                old[2] = None  # its heap entry is now stale
+            worker = workers.get(pid)
             if request.expiration_time < 0:
-                worker = self._workers.get(request.worker_pid)
                 if worker is not None:
-                    worker.scopes.discard(request.scope_id)
+                    worker.scopes.discard(scope)
                 continue
-            worker = self._watch(request)
-            if worker is None:
-                continue
+            if worker is None or request.start_time not in (None, worker.start_time):
+                worker = self._watch(request)
+                if worker is None:
+                    continue
             # Converted once, on arrival: a wall-clock step later changes nothing.
             entry = [mono_now + (request.expiration_time - wall_now), self._seq, request]
             self._seq += 1
-            self._timers[key] = entry
-            heapq.heappush(self._heap, entry)
-            worker.scopes.add(request.scope_id)
-        if len(self._heap) > 2 * len(self._timers) + 1024:  # mostly stale entries
-            self._heap = list(self._timers.values())
+            timers[pid, scope] = entry
+            heapq.heappush(heap, entry)
+            worker.scopes.add(scope)
+        self.request_count += applied
+        if len(heap) > 2 * len(timers) + 1024:  # mostly stale entries
+            self._heap = list(timers.values())
             heapq.heapify(self._heap)
 
     def _watch(self, request: FileTimerRequest) -> Optional[_Worker]:
