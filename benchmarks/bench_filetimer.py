@@ -151,13 +151,13 @@ def cpu_seconds(pid):
     return total / 1e9
 
 
-def context_switches(pid):
+def wakeups(pid):
+    """Voluntary context switches (sleeps that ended) of the process's threads other than its main thread."""
     total = 0
     for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-            for line in f:
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
+        if int(tid) != pid:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
     return total
 
 
@@ -220,9 +220,13 @@ def bench_pair(impl, path, runs, pairs):
 
 
 def bench_ingest(impl, path, runs, pairs_per_writer, writers=4):
-    """Requests/s from 4 writer processes, with requests lost and client errors."""
+    """Requests/s from 4 writer processes, with requests lost and client errors.
+
+    torch's server counts requests once per max_interval, so it runs at 1 s here.
+    """
     rates, lost, errors, kinds, crashed = [], 0, 0, set(), 0
-    with ServerProcess(impl, path) as server:
+    max_interval = 1.0 if impl == "torch" else 10.0
+    with ServerProcess(impl, path, max_interval) as server:
         for _ in range(runs):
             base = server.count()
             start_at = time.time() + 0.5
@@ -230,7 +234,7 @@ def bench_ingest(impl, path, runs, pairs_per_writer, writers=4):
                                           str(start_at)], stdout=subprocess.PIPE, env=ENV, text=True)
                         for _ in range(writers)]
             sent = 0
-            server.wait_for_count(base + writers * pairs_per_writer * 2)
+            server.wait_for_count(base + writers * pairs_per_writer * 2, patience=max_interval + 1.5)
             for child in children:
                 out, _ = child.communicate(timeout=120)
                 if child.returncode != 0 or not out.strip():
@@ -240,7 +244,7 @@ def bench_ingest(impl, path, runs, pairs_per_writer, writers=4):
                 sent += report["sent"]
                 errors += report["errors"]
                 kinds.update(report["kinds"])
-            count, done = server.wait_for_count(base + sent, patience=1.0)
+            count, done = server.wait_for_count(base + sent, patience=max_interval + 0.5)
             lost += sent - (count - base)
             rates.append((count - base) / (done - start_at))
     return {"ingest_rps": statistics.median(rates), "ingest_lost": lost, "ingest_errors": errors,
@@ -272,17 +276,25 @@ def bench_expiry(impl, path, runs, max_interval):
     return {"median_ms": statistics.median(latencies), "max_ms": max(latencies)}
 
 
-def bench_idle(impl, path, seconds, max_interval=1.0):
-    """Wake-ups per second and CPU of a server holding one far-away timer."""
+def bench_idle(impl, path, intervals, max_interval=1.0):
+    """Wake-ups per max_interval and CPU of a server holding one far-away timer.
+
+    The window opens just after a wake-up and lasts intervals + 1/2 of
+    max_interval, so a server that wakes once per interval shows exactly 1.
+    """
     worker = sleeper()
     try:
         with ServerProcess(impl, path, max_interval) as server:
             send(impl, path, worker.pid, "idle", time.time() + 3600)
             server.wait_for_count(1)
             time.sleep(max_interval + 0.2)
-            switches, cpu = context_switches(server.pid), cpu_seconds(server.pid)
+            before = wakeups(server.pid)
+            while wakeups(server.pid) == before:
+                time.sleep(0.001)
+            woken, cpu = wakeups(server.pid), cpu_seconds(server.pid)
+            seconds = (intervals + 0.5) * max_interval
             time.sleep(seconds)
-            return {"idle_wakeups_per_interval": (context_switches(server.pid) - switches) / seconds * max_interval,
+            return {"idle_wakeups_per_interval": (wakeups(server.pid) - woken) / intervals,
                     "idle_cpu_ms_per_s": (cpu_seconds(server.pid) - cpu) / seconds * 1000}
     finally:
         end(worker)
@@ -373,7 +385,7 @@ ROWS = [
     ("pair_us", "acquire+release pair (server in another process)", "µs", "<= 10", lambda v: v <= 10),
     ("pair_errors", "  pair errors", "", "0", lambda v: v == 0),
     ("ingest_rps", "ingest, 4 writer processes", "req/s", ">= 150000", lambda v: v >= 150000),
-    ("ingest_lost", "  requests lost", "", "0", lambda v: v == 0),
+    ("ingest_lost", "  requests lost (sent - counted)", "", "0", lambda v: v == 0),
     ("ingest_errors", "  client errors", "", "0", lambda v: v == 0),
     ("ingest_crashed_writers", "  writers crashed", "", "0", lambda v: v == 0),
     ("expiry_0.1_median_ms", "expiry latency, max_interval 0.1, median", "ms", "<= 2", lambda v: v <= 2),
@@ -404,19 +416,18 @@ def measure(impl, quick):
         figures.update(bench_pair(impl, path, runs, 2000 if quick else 20000))
         figures.update(bench_ingest(impl, path, 1 if quick else 3, 5000 if quick else 25000))
         for max_interval in (0.1, 10):
-            if impl == "torch" and max_interval == 10:
-                expiry_runs = 1 if quick else 2  # each waits up to 10 s
-            else:
-                expiry_runs = (5 if quick else 20) if impl == "ours" else (2 if quick else 5)
+            expiry_runs = 5 if quick else 20
+            if impl == "torch":  # a torch server costs seconds to import, and at max_interval 10 waits up to 10 s
+                expiry_runs = 1 if quick else (2 if max_interval == 10 else 3)
             result = bench_expiry(impl, path, expiry_runs, max_interval)
             figures["expiry_%s_median_ms" % max_interval] = result["median_ms"]
             figures["expiry_%s_max_ms" % max_interval] = result["max_ms"]
-        figures.update(bench_idle(impl, path, 2 if quick else 5))
+        figures.update(bench_idle(impl, path, 2 if quick else 4))
         figures.update(bench_many(impl, path, 100000, 1 if quick else 3))
         churn = bench_churn(impl, path, 100000 if quick else 1000000)
         figures["churn_rss_before_mb"] = churn["churn_rss_before_mb"]
         figures["churn_rss_growth_mb"] = churn["churn_rss_after_mb"] - churn["churn_rss_before_mb"]
-        figures.update(bench_stop(impl, path, runs, 1.0 if impl == "torch" else 10.0))
+        figures.update(bench_stop(impl, path, runs if impl == "ours" else 3, 1.0 if impl == "torch" else 10.0))
         uses = 20000 if impl == "ours" else 200
         for depth in (1, 50):
             figures["expires_depth_%d_us" % depth] = bench_expires(impl, depth, runs, uses)
@@ -459,6 +470,9 @@ def main():
         print("%d cores, CPython %s%s" % (os.cpu_count(), sys.version.split()[0], note))
         for row in [header, *lines]:
             print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if torch:
+            print("torch's servers run at max_interval 1 for ingest and stop() (its stop() waits max_interval);"
+                  " its expiry at 10 from 2 runs.")
         verdict = "%d missed" % failures if failures else "every target met"
         print("%.0f s; %s" % (time.monotonic() - started, verdict))
     return 1 if failures else 0
