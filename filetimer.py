@@ -164,6 +164,11 @@ class FileTimerRequest:
                 obj = json.loads(text)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+        return cls._from_fields(obj)
+
+    @classmethod
+    def _from_fields(cls, obj: object) -> "FileTimerRequest":
+        """Validate a decoded wire object (also used for the state file's timers)."""
         if type(obj) is not dict:
             raise ValueError("not a JSON object")
         get = obj.get
@@ -525,6 +530,62 @@ def _fifo_has_reader(path: str) -> bool:
     return True
 
 
+_STATE_FORMAT = "filetimer-state"
+_STATE_WRITES_PER_SECOND = 10
+
+
+def _default_state_path() -> str:
+    """Where ``serve --state-file`` and ``status`` look by default: beside the default FIFO."""
+    return os.path.splitext(_default_path())[0] + ".state"
+
+
+def _check_state_path(path: str) -> None:
+    """Fail now, clearly, if the state file could never be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError("the directory of the state file %s does not exist" % path)
+    if not os.access(directory, os.W_OK):
+        raise PermissionError("cannot write the state file's directory %s" % directory)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise FileExistsError("state file %s exists and is not a regular file; refusing to replace it" % path)
+
+
+def _write_state(path: str, timers: List[FileTimerRequest]) -> None:
+    """Replace the state file atomically: a private temporary file, fsync, rename."""
+    directory, name = os.path.split(os.path.abspath(path))
+    lines = ",\n".join(request.to_json() for request in timers)
+    text = '{"format": "%s", "version": 1, "written": %r, "timers": [\n%s\n]}\n' % (_STATE_FORMAT, time.time(), lines)
+    fd, temporary = tempfile.mkstemp(prefix=name + ".", dir=directory)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _read_state(path: str) -> Tuple[float, List[FileTimerRequest]]:
+    """The time a state file was written and its timers; ValueError if it is corrupt or foreign."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not (isinstance(document, dict) and document.get("format") == _STATE_FORMAT
+            and document.get("version") == 1 and isinstance(document.get("timers"), list)):
+        raise ValueError("not a filetimer state file")
+    written = document.get("written")
+    if not isinstance(written, (int, float)):
+        raise ValueError("the state file has no time of writing")
+    return float(written), [FileTimerRequest._from_fields(timer) for timer in document["timers"]]
+
+
 LogEvent = Callable[[str, Optional[FileTimerRequest]], None]
 
 
@@ -539,7 +600,8 @@ class FileTimerServer:
     Keyword options beyond torch's: ``mode`` of the FIFO; ``kill_after``
     seconds after which a signalled worker that is still alive gets SIGKILL;
     ``exit_on_reap`` to signal the server's own process after reaping a
-    worker, as torch does.
+    worker, as torch does; ``state_file`` to keep a snapshot of the active
+    timers there (at most ten writes a second) and re-arm them on restart.
     """
 
     def __init__(
@@ -553,6 +615,7 @@ class FileTimerServer:
         mode: int = 0o600,
         kill_after: Optional[float] = None,
         exit_on_reap: bool = False,
+        state_file: Optional[str] = None,
     ) -> None:
         _require_posix()
         if not (isinstance(max_interval, (int, float)) and 0 < max_interval < math.inf):
@@ -561,6 +624,8 @@ class FileTimerServer:
             raise ValueError("kill_after must be None or a non-negative number of seconds, got %r" % (kill_after,))
         if not (isinstance(mode, int) and 0 <= mode <= 0o777):
             raise ValueError("mode must be permission bits such as 0o600, got %r" % (mode,))
+        if state_file is not None:
+            _check_state_path(state_file)
         self._file_path = _resolve_path(file_path)
         self._run_id = run_id
         self._max_interval = float(max_interval)
@@ -568,6 +633,10 @@ class FileTimerServer:
         self._log_event_cb = log_event
         self._kill_after = kill_after
         self._exit_on_reap = exit_on_reap
+        self._state_file = state_file
+        self._state_changed = threading.Event()  # set when the timers change
+        self._state_stop = threading.Event()
+        self._state_thread: Optional[threading.Thread] = None
 
         self.request_count = 0  # valid requests processed
         self.rejected_count = 0  # lines refused
@@ -600,6 +669,8 @@ class FileTimerServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._read_fd, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
+        if state_file is not None:
+            self._restore_state(state_file)
 
     # -- life cycle
 
@@ -612,14 +683,19 @@ class FileTimerServer:
         _log.info("serving %s (max_interval=%s)", self._file_path, self._max_interval)
         self._thread = threading.Thread(target=self._watchdog_loop, name="filetimer-watchdog", daemon=self._daemon)
         self._thread.start()
+        if self._state_file is not None:
+            self._state_thread = threading.Thread(target=self._state_loop, name="filetimer-state", daemon=True)
+            self._state_thread.start()
         self._log_event("watchdog started", None)
 
     def stop(self) -> None:
-        """Stop the watchdog, close everything and remove the FIFO if it is still ours."""
+        """Stop the watchdog, save the state, close everything and remove the FIFO if it is still ours."""
         self._stop_thread()
         with self._lock:
             if self._closed:
                 return
+            if self._state_file is not None:
+                self._save_state()
             self._close()
         self._log_event("watchdog stopped", None)
 
@@ -641,6 +717,11 @@ class FileTimerServer:
     def _stop_thread(self) -> None:
         thread = self._thread
         self._stopping = True
+        self._state_stop.set()
+        self._state_changed.set()
+        if self._state_thread is not None:
+            self._state_thread.join()
+            self._state_thread = None
         if thread is None or thread is threading.current_thread():
             return
         self._wake()
@@ -854,6 +935,8 @@ class FileTimerServer:
             heapq.heappush(heap, entry)
             worker.scopes.add(scope)
         self.request_count += applied
+        if applied:
+            self._state_changed.set()
         if len(heap) > 2 * len(timers) + 1024:  # mostly stale entries
             self._heap = list(timers.values())
             heapq.heapify(self._heap)
@@ -865,7 +948,10 @@ class FileTimerServer:
         if worker is not None:
             if request.start_time is None or worker.start_time in (None, request.start_time):
                 return worker
-            self._forget_worker(worker)  # that pid now belongs to another process
+            if worker.is_alive():  # the request names an earlier process that had this pid
+                _log.info("ignoring a timer for pid %d: it names a process that has exited", pid)
+                return None
+            self._forget_worker(worker)  # the pid now belongs to the process the request names
         if pid <= 1:
             _log.error("refusing a timer for pid %d: it names a process group or init", pid)
             return None
@@ -893,7 +979,9 @@ class FileTimerServer:
             entry = self._timers.pop((worker.pid, scope), None)
             if entry is not None:
                 entry[2] = None
-        worker.scopes.clear()
+        if worker.scopes:
+            worker.scopes.clear()
+            self._state_changed.set()
 
     def _reap_expired(self, now: float) -> None:
         """Report every expired timer; signal each worker once, with its earliest non-zero signal."""
@@ -906,6 +994,8 @@ class FileTimerServer:
             del self._timers[(request.worker_pid, request.scope_id)]
             self._workers[request.worker_pid].scopes.discard(request.scope_id)
             expired.setdefault(request.worker_pid, []).append(request)
+        if expired:
+            self._state_changed.set()
         reap_signal = 0
         for pid, requests in expired.items():
             for request in requests:
@@ -949,6 +1039,46 @@ class FileTimerServer:
             _log.error("could not signal pid %d: %s", pid, e)
             return False
         return True
+
+    # -- the state file
+
+    def _restore_state(self, path: str) -> None:
+        """Re-arm the saved timers of workers that are still the same process; survive a bad file."""
+        try:
+            _, saved = _read_state(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            _log.error("state file %s is unusable (%s); moving it to %s.bad and starting empty", path, e, path)
+            with contextlib.suppress(OSError):
+                os.replace(path, path + ".bad")
+            return
+        self._apply(saved, time.time(), time.monotonic())  # _watch drops the workers that are gone
+        self.request_count = 0  # restored timers are not requests
+        _log.info("restored %d of %d saved timers from %s", len(self._timers), len(saved), path)
+
+    def _state_loop(self) -> None:
+        """Write the state file when the timers change, at most ten times a second."""
+        while self._state_changed.wait() and not self._state_stop.is_set():
+            self._state_changed.clear()
+            try:
+                self._save_state()
+            except Exception:  # a full disk must not stop the watchdog
+                _log.exception("could not write the state file %s", self._state_file)
+            self._state_stop.wait(1 / _STATE_WRITES_PER_SECOND)
+
+    def _save_state(self) -> None:
+        with self._lock:  # two quick copies; the formatting and the disk work happen unlocked
+            entries = list(self._timers.values())
+            workers = dict(self._workers)
+        snapshot = []
+        for _, _, request in entries:
+            worker = workers.get(request.worker_pid) if request is not None else None
+            if request is not None and worker is not None:  # else released meanwhile
+                snapshot.append(FileTimerRequest(request.worker_pid, request.scope_id, request.expiration_time,
+                                                 request.signal, start_time=worker.start_time))
+        assert self._state_file is not None
+        _write_state(self._state_file, snapshot)
 
     def _log_event(self, name: str, request: Optional[FileTimerRequest]) -> None:
         if self._log_event_cb is not None:
@@ -995,15 +1125,47 @@ def _octal_mode(text: str) -> int:
     return value
 
 
+def _signal_number(text: str) -> int:
+    """TERM, SIGTERM, term and 15 all name SIGTERM; 0 means "report only"."""
+    name = text.upper()
+    number = int(name) if name.isdigit() else getattr(signal, name if name.startswith("SIG") else "SIG" + name, -1)
+    if not (isinstance(number, int) and 0 <= number < _NSIG) or name.startswith(("SIG_", "SIGRT")):
+        raise argparse.ArgumentTypeError("unknown signal %r" % text)
+    return number
+
+
+def _signal_name(number: int) -> str:
+    if number == 0:
+        return "none"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _worker_pid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 2 <= value <= _PID_MAX:
+        raise argparse.ArgumentTypeError("expected a process id of 2 or more, got %r" % text)
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="filetimer", description="Out-of-process watchdog for hung worker processes.")
     parser.add_argument("--version", action="version", version="filetimer " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    fifo_help = ("the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
+                 "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>.fifo)")
+    state_help = "the state file (default: beside the default FIFO, filetimer.state or filetimer-<uid>.state)"
+
     serve = commands.add_parser("serve", help="run a timer server on a FIFO", description="Run a timer server "
                                 "until SIGINT or SIGTERM; the FIFO is removed on exit.")
-    serve.add_argument("path", nargs="?", help="the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
-                       "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>.fifo)")
+    serve.set_defaults(run=_serve)
+    serve.add_argument("path", nargs="?", help=fifo_help)
     serve.add_argument("--max-interval", type=_positive_seconds, default=10.0, metavar="S",
                        help="heartbeat interval in seconds (default 10); expiry does not depend on it")
     serve.add_argument("--run-id", default="", help="a name for this run, shown in events")
@@ -1012,10 +1174,38 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="SIGKILL a signalled worker still alive after S seconds")
     serve.add_argument("--exit-on-reap", action="store_true",
                        help="signal this server's own process after reaping a worker (torch's behaviour)")
+    serve.add_argument("--state-file", nargs="?", const=_default_state_path(), metavar="PATH",
+                       help="keep the active timers in this file and re-arm them on restart; " + state_help)
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        type=str.upper, help="log level on stderr (default INFO)")
     serve.add_argument("--events", choices=["log", "json"], default="log",
                        help="events as log lines on stderr (default) or as JSON lines on stdout")
+
+    exit_codes = "Exit status: 0 done, 2 bad arguments, 3 no server is reading the FIFO."
+    acquire = commands.add_parser("acquire", help="arm a timer for a process (the calling shell by default)",
+                                  description="Arm the timer SCOPE: if it is not released within SECONDS, the "
+                                  "server signals the process.", epilog=exit_codes)
+    acquire.set_defaults(run=_acquire)
+    release = commands.add_parser("release", help="disarm a timer", description="Disarm the timer SCOPE.",
+                                  epilog=exit_codes)
+    release.set_defaults(run=_release)
+    for command in (acquire, release):
+        command.add_argument("--scope", required=True, help="the timer's name, unique within the process")
+        if command is acquire:
+            command.add_argument("--after", type=_seconds, required=True, metavar="SECONDS",
+                                 help="seconds from now until the timer fires")
+            command.add_argument("--signal", type=_signal_number, default=_SIGKILL, metavar="SIGNAL",
+                                 help="signal name or number: KILL (default), TERM, SIGTERM, 15, ...")
+        command.add_argument("--pid", type=_worker_pid, help="the process to watch (default: the parent process, "
+                             "that is the shell that runs this command)")
+        command.add_argument("--path", help=fifo_help)
+
+    status = commands.add_parser("status", help="list the active timers from a server's state file",
+                                 description="List the active timers of a server run with --state-file.",
+                                 epilog="Exit status: 0 done, 1 no or unreadable state file.")
+    status.set_defaults(run=_status)
+    status.add_argument("--state-file", default=_default_state_path(), metavar="PATH", help=state_help)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -1034,7 +1224,8 @@ def _serve(args: argparse.Namespace) -> int:
             _log.info("event %r pid=%s scope=%r signal=%s", name, pid, scope, sig)
 
     server = FileTimerServer(args.path, run_id=args.run_id, max_interval=args.max_interval, log_event=event,
-                             mode=args.mode, kill_after=args.kill_after, exit_on_reap=args.exit_on_reap)
+                             mode=args.mode, kill_after=args.kill_after, exit_on_reap=args.exit_on_reap,
+                             state_file=args.state_file)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -1046,11 +1237,62 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_for(args: argparse.Namespace, expiration_time: float, sig: int) -> int:
+    """Send one request on behalf of --pid (or the parent process), bound to its identity."""
+    pid = args.pid or os.getppid()
+    start_time = _process_start_time(pid)
+    if start_time is None and not FileTimerServer.is_process_running(pid):
+        raise ProcessLookupError("no process %d" % pid)
+    with FileTimerClient(args.path, keep_open=False) as client:
+        client._send_request(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time=start_time))
+    return 0
+
+
+def _acquire(args: argparse.Namespace) -> int:
+    return _send_for(args, time.time() + args.after, args.signal)
+
+
+def _release(args: argparse.Namespace) -> int:
+    return _send_for(args, -1, 0)
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        written, timers = _read_state(args.state_file)
+    except FileNotFoundError:
+        print("filetimer: no state file at %s (is a server running with --state-file?)" % args.state_file,
+              file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print("filetimer: cannot read the state file %s: %s" % (args.state_file, e), file=sys.stderr)
+        return 1
+    now = time.time()
+    timers.sort(key=lambda t: t.expiration_time)
+    if args.json:
+        rows = [{"pid": t.worker_pid, "scope": t.scope_id, "expiration_time": t.expiration_time,
+                 "seconds_left": t.expiration_time - now, "signal": t.signal, "signal_name": _signal_name(t.signal)}
+                for t in timers]
+        print(json.dumps({"state_file": args.state_file, "written": written, "timers": rows}))
+        return 0
+    print("%d active timer%s (state written %.1f s ago)" % (len(timers), "" if len(timers) == 1 else "s",
+                                                             now - written))
+    if timers:
+        width = max(5, *(len(t.scope_id) for t in timers))
+        print("%8s  %-*s  %10s  %s" % ("PID", width, "SCOPE", "LEFT (s)", "SIGNAL"))
+        for t in timers:
+            print("%8d  %-*s  %10.1f  %s" % (t.worker_pid, width, t.scope_id, t.expiration_time - now,
+                                            _signal_name(t.signal)))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The ``python -m filetimer`` command line; returns the exit status."""
     args = _build_parser().parse_args(argv)
     try:
-        return _serve(args)
+        return int(args.run(args))
+    except BrokenPipeError as e:  # no server: a shell script may choose to carry on unguarded
+        print("filetimer: error: %s" % e, file=sys.stderr)
+        return 3
     except (OSError, ValueError) as e:
         print("filetimer: error: %s" % e, file=sys.stderr)
         return 2

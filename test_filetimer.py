@@ -626,6 +626,7 @@ class BackPressureAndRestartTest(FiletimerTestCase):
     """Safety rules: a full pipe is waited on, never dropped; a restarted server is found again."""
 
     def test_writer_waits_for_a_frozen_server_and_loses_nothing(self):
+        # 10,000 requests of ~110 bytes: far more than the 64 KiB a pipe holds by default.
         server, command = self.spawn_server()
         writer = self.spawn_worker(
             "client = filetimer._configured_client\n"
@@ -763,6 +764,173 @@ class TorchInteropTest(FiletimerTestCase):
             "with filetimer.expires(after=0.2):\n    time.sleep(60)\n"
         )
         self.assertEqual(worker.wait(SLACK * 3), -signal.SIGKILL)
+
+
+class ShellTest(FiletimerTestCase):
+    """acquire/release from shell scripts: the calling shell is the guarded process."""
+
+    def shell(self, script):
+        cli = "%s -m filetimer" % sys.executable
+        return self.spawn(["sh", "-c", script.replace("FT", cli).replace("PATH_", self.path)])
+
+    def test_a_hung_guarded_shell_script_is_killed(self):
+        self.serve()
+        script = self.shell("FT acquire --scope step --after 0.3 --path PATH_ && sleep 60")
+        self.assertEqual(script.wait(SLACK), -signal.SIGKILL)
+        self.assertIn(("kill worker process", script.pid),
+                      [(name, r.worker_pid) for name, r in self.events if r])
+
+    def test_a_shell_script_that_releases_in_time_is_not_killed(self):
+        server = self.serve()
+        script = self.shell("FT acquire --scope step --after 5 --signal TERM --path PATH_ && sleep 0.1 && "
+                            "FT release --scope step --path PATH_")
+        self.assertEqual(script.wait(SLACK), 0)
+        self.assertTrue(wait_for(lambda: server.request_count == 2))
+        self.assertEqual(server.timers(), [])
+
+    def test_pid_and_signal_options(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        for spelling in ("TERM", "SIGTERM", "sigterm", "15"):
+            with self.subTest(signal=spelling):
+                result = subprocess.run([sys.executable, "-m", "filetimer", "acquire", "--scope", spelling,
+                                         "--after", "60", "--signal", spelling, "--pid", str(sleeper.pid),
+                                         "--path", self.path], env=ENV, capture_output=True, timeout=SLACK)
+                self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(wait_for(lambda: len(server.timers()) == 4))
+        self.assertEqual({(t.worker_pid, t.signal) for t in server.timers()}, {(sleeper.pid, signal.SIGTERM)})
+
+    def test_bad_acquire_and_release_exit_with_one_line(self):
+        self.serve()
+        cases = {
+            "unknown signal": (2, ["acquire", "--scope", "s", "--after", "1", "--signal", "NOPE"]),
+            "negative after": (2, ["acquire", "--scope", "s", "--after", "-1"]),
+            "missing scope": (2, ["release"]),
+            "forbidden pid": (2, ["release", "--scope", "s", "--pid", "1"]),
+            "no such process": (2, ["release", "--scope", "s", "--pid", str(2**22 + 1)]),
+            "no server": (3, ["acquire", "--scope", "s", "--after", "1", "--path", os.path.join(self.dir, "none")]),
+        }
+        for name, (status, args) in cases.items():
+            with self.subTest(name):
+                if "--path" not in args:
+                    args = [*args, "--path", self.path]
+                result = subprocess.run([sys.executable, "-m", "filetimer", *args], env=ENV, capture_output=True,
+                                        text=True, timeout=SLACK)
+                self.assertEqual(result.returncode, status, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertNotIn("Traceback", result.stderr)
+
+
+class StateFileTest(FiletimerTestCase):
+    """A snapshot of the active timers, written atomically, that survives a server restart."""
+
+    def setUp(self):
+        super().setUp()
+        self.state = os.path.join(self.dir, "timers.state")
+
+    def test_snapshot_is_private_atomic_and_follows_the_timers(self):
+        server = self.serve(state_file=self.state)
+        sleeper = self.spawn_sleeper()
+        far = time.time() + 600
+        server.register_timers([FileTimerRequest(sleeper.pid, "a", far, 9),
+                                FileTimerRequest(sleeper.pid, "b", far, 15)])
+        self.assertTrue(wait_for(lambda: len(self.saved()) == 2))
+        self.assertEqual(stat_mode(self.state), 0o600)
+        self.assertEqual({(t.scope_id, t.signal) for t in self.saved()}, {("a", 9), ("b", 15)})
+        self.assertEqual({t.start_time for t in self.saved()}, {filetimer._process_start_time(sleeper.pid)})
+        server.register_timers([FileTimerRequest(sleeper.pid, "a", -1)])
+        self.assertTrue(wait_for(lambda: [t.scope_id for t in self.saved()] == ["b"]))
+        self.assertEqual(sorted(os.listdir(self.dir)), ["timer.fifo", "timers.state"])  # no temporary left
+
+    def saved(self):
+        try:
+            return filetimer._read_state(self.state)[1]
+        except FileNotFoundError:
+            return []
+
+    def test_at_most_ten_writes_a_second(self):
+        writes = []
+        real = filetimer._write_state
+        with mock.patch.object(filetimer, "_write_state", lambda path, timers: (writes.append(1), real(path, timers))):
+            server = self.serve(state_file=self.state)
+            sleeper = self.spawn_sleeper()
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:
+                server.register_timers([FileTimerRequest(sleeper.pid, "churn", time.time() + 600, 9)])
+                time.sleep(0.001)
+            elapsed = time.monotonic() - started
+            server.stop()
+        self.assertGreater(len(writes), 1)
+        self.assertLessEqual(len(writes), 10 * elapsed + 2)  # + the final write at stop()
+
+    def test_a_worker_armed_before_a_server_crash_is_still_killed_after_restart(self):
+        server, _ = self.spawn_server(state_file=self.state)
+        worker = self.spawn_worker("with filetimer.expires(after=1.5):\n    time.sleep(60)\n")
+        self.assertTrue(wait_for(lambda: len(self.saved()) == 1))
+        server.kill()
+        server.wait()
+        self.assertIsNone(worker.poll())
+        restarted = self.serve(state_file=self.state)
+        self.assertEqual([t.worker_pid for t in restarted.timers()], [worker.pid])
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+
+    def test_saved_timers_of_workers_that_are_gone_are_dropped(self):
+        sleeper, gone = self.spawn_sleeper(), self.spawn_sleeper()
+        far = time.time() + 600
+        identity = filetimer._process_start_time(sleeper.pid)
+        filetimer._write_state(self.state, [
+            FileTimerRequest(sleeper.pid, "kept", far, 9, start_time=identity),
+            FileTimerRequest(gone.pid, "exited", far, 9),
+            FileTimerRequest(sleeper.pid, "other process", far, 9, start_time=(identity or 0) + 1),
+        ])
+        gone.kill()
+        gone.wait()
+        server = self.serve(state_file=self.state)
+        self.assertEqual([t.scope_id for t in server.timers()], ["kept"])
+        self.assertEqual(server.request_count, 0)
+
+    def test_corrupt_truncated_or_foreign_state_files_are_moved_aside(self):
+        good = b'{"format": "filetimer-state", "version": 1, "written": 1, "timers": []}'
+        for name, content in {"corrupt": b"\x00garbage", "truncated": good[:40], "foreign": b'{"timers": []}',
+                              "bad timer": good.replace(b"[]", b'[{"pid": "x"}]')}.items():
+            with self.subTest(name):
+                with open(self.state, "wb") as f:
+                    f.write(content)
+                with self.assertLogs("filetimer", "ERROR"):
+                    server = FileTimerServer(self.path, state_file=self.state)
+                self.assertEqual(server.timers(), [])
+                with open(self.state + ".bad", "rb") as f:
+                    self.assertEqual(f.read(), content)
+                self.assertFalse(os.path.exists(self.state))
+                server.stop()
+
+    def test_a_state_path_that_cannot_be_written_is_refused_clearly(self):
+        os.mkdir(self.state)
+        for path in (self.state, os.path.join(self.dir, "missing", "x.state")):
+            with self.subTest(path=path), self.assertRaises(OSError) as caught:
+                FileTimerServer(self.path, state_file=path)
+            self.assertIn(path if path == self.state else os.path.dirname(path), str(caught.exception))
+        self.assertFalse(os.path.exists(self.path))  # refused before the FIFO was made
+
+    def test_status_lists_the_timers_as_a_table_and_as_json(self):
+        sleeper = self.spawn_sleeper()
+        filetimer._write_state(self.state, [FileTimerRequest(sleeper.pid, "train", time.time() + 100, 15)])
+        table = subprocess.run([sys.executable, "-m", "filetimer", "status", "--state-file", self.state],
+                               env=ENV, capture_output=True, text=True, timeout=SLACK)
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertIn("1 active timer", table.stdout)
+        row = table.stdout.splitlines()[-1].split()
+        self.assertEqual((row[0], row[1], row[3]), (str(sleeper.pid), "train", "SIGTERM"))
+        self.assertTrue(90 < float(row[2]) <= 100)
+        listing = subprocess.run([sys.executable, "-m", "filetimer", "status", "--json", "--state-file", self.state],
+                                 env=ENV, capture_output=True, text=True, timeout=SLACK)
+        timer, = json.loads(listing.stdout)["timers"]
+        self.assertEqual((timer["pid"], timer["scope"], timer["signal"], timer["signal_name"]),
+                         (sleeper.pid, "train", 15, "SIGTERM"))
+        missing = subprocess.run([sys.executable, "-m", "filetimer", "status", "--state-file", self.state + ".no"],
+                                 env=ENV, capture_output=True, text=True, timeout=SLACK)
+        self.assertEqual(missing.returncode, 1)
+        self.assertEqual(len(missing.stderr.strip().splitlines()), 1)
 
 
 class CommandLineTest(FiletimerTestCase):
