@@ -1061,10 +1061,7 @@ class FileTimerServer:
         """Write the state file when the timers change, at most ten times a second."""
         while self._state_changed.wait() and not self._state_stop.is_set():
             self._state_changed.clear()
-            try:
-                self._save_state()
-            except Exception:  # a full disk must not stop the watchdog
-                _log.exception("could not write the state file %s", self._state_file)
+            self._save_state()
             self._state_stop.wait(1 / _STATE_WRITES_PER_SECOND)
 
     def _save_state(self) -> None:
@@ -1078,7 +1075,10 @@ class FileTimerServer:
                 snapshot.append(FileTimerRequest(request.worker_pid, request.scope_id, request.expiration_time,
                                                  request.signal, start_time=worker.start_time))
         assert self._state_file is not None
-        _write_state(self._state_file, snapshot)
+        try:
+            _write_state(self._state_file, snapshot)
+        except Exception:  # a full disk must stop neither the watchdog nor stop()
+            _log.exception("could not write the state file %s", self._state_file)
 
     def _log_event(self, name: str, request: Optional[FileTimerRequest]) -> None:
         if self._log_event_cb is not None:

@@ -904,6 +904,14 @@ class StateFileTest(FiletimerTestCase):
                 self.assertFalse(os.path.exists(self.state))
                 server.stop()
 
+    def test_a_failing_state_write_is_logged_and_stop_still_cleans_up(self):
+        server = self.serve(state_file=self.state)
+        with mock.patch.object(filetimer, "_write_state", side_effect=OSError(28, "No space left on device")), \
+                self.assertLogs("filetimer", "ERROR"):
+            server.register_timers([FileTimerRequest(self.spawn_sleeper().pid, "s", time.time() + 60, 9)])
+            server.stop()
+        self.assertFalse(os.path.exists(self.path))
+
     def test_a_state_path_that_cannot_be_written_is_refused_clearly(self):
         os.mkdir(self.state)
         for path in (self.state, os.path.join(self.dir, "missing", "x.state")):
