@@ -125,23 +125,9 @@ class FileTimerRequest:
         return "FileTimerRequest(worker_pid=%r, scope_id=%r, expiration_time=%r, signal=%r)" % self._value()[1:]
 
     def to_json(self) -> str:
-        """One wire line, without the newline.
-
-        Formatted by hand: json.dumps costs more than the write itself.
-        """
-        expiration = float(self.expiration_time)
-        if not math.isfinite(expiration):
-            raise ValueError("expiration_time must be finite, got %r" % (self.expiration_time,))
-        line = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d' % (
-            self.version,
-            self.worker_pid,
-            _json_str(self.scope_id),
-            expiration,
-            self.signal,
-        )
-        if self.start_time is not None:
-            line += ', "start_time": %d' % self.start_time
-        return line + "}"
+        """One wire line, without the newline."""
+        return _wire_line(self.worker_pid, self.scope_id, self.expiration_time, self.signal, self.start_time,
+                          self.version)[:-1].decode("ascii")
 
     @classmethod
     def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
@@ -188,6 +174,28 @@ class FileTimerRequest:
         if not (start_time is None or (type(start_time) is int and 0 <= start_time < _TIME_MAX)):
             raise _invalid("start_time", start_time, "a non-negative integer")
         return cls(pid, scope_id, expiration, sig, start_time=start_time)
+
+
+_LINE = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d}\n'
+_LINE_WITH_START = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d, "start_time": %d}\n'
+
+
+def _wire_line(
+    pid: int, scope_id: str, expiration_time: float, sig: int, start_time: Optional[int], version: int = VERSION
+) -> bytes:
+    """A request as the newline-terminated bytes written to the FIFO.
+
+    Formatted by hand (json.dumps costs more than the write itself); the
+    client calls this directly, without building a FileTimerRequest.
+    """
+    expiration = float(expiration_time)
+    if not math.isfinite(expiration):
+        raise ValueError("expiration_time must be finite, got %r" % (expiration_time,))
+    if start_time is None:
+        text = _LINE % (version, pid, _json_str(scope_id), expiration, sig)
+    else:
+        text = _LINE_WITH_START % (version, pid, _json_str(scope_id), expiration, sig, start_time)
+    return text.encode("ascii")
 
 
 def _invalid(field: str, value: object, expected: str) -> ValueError:
@@ -286,12 +294,12 @@ class FileTimerClient:
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         """Arm (or re-arm) the timer ``scope_id`` to fire at wall-clock ``expiration_time``."""
         pid, start_time = self._worker_identity()
-        self._send_request(FileTimerRequest(pid, scope_id, expiration_time, self.signal, start_time=start_time))
+        self._send_line(_wire_line(pid, scope_id, expiration_time, self.signal, start_time))
 
     def release(self, scope_id: str) -> None:
         """Disarm the timer ``scope_id``."""
         pid, start_time = self._worker_identity()
-        self._send_request(FileTimerRequest(pid, scope_id, -1, 0, start_time=start_time))
+        self._send_line(_wire_line(pid, scope_id, -1, 0, start_time))
 
     def close(self) -> None:
         """Close the FIFO handle; a later request opens it again."""
@@ -311,7 +319,11 @@ class FileTimerClient:
         return self._identity
 
     def _send_request(self, request: FileTimerRequest) -> None:
-        line = (request.to_json() + "\n").encode("ascii")
+        """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
+        self._send_line(_wire_line(request.worker_pid, request.scope_id, request.expiration_time, request.signal,
+                                   request.start_time, request.version))
+
+    def _send_line(self, line: bytes) -> None:
         if len(line) > PIPE_BUF:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
         with self._lock:
