@@ -1,13 +1,34 @@
 # filetimer - an out-of-process watchdog for hung worker processes.
-# Copyright (c) 2026 the filetimer authors. MIT License: keep this notice in
-# copies; the full text is in the LICENSE file of the filetimer project.
+#
+# MIT License
+#
+# Copyright (c) 2026 the filetimer authors
+#
+# Permission is hereby granted, free of charge, to any person obtaining a copy
+# of this software and associated documentation files (the "Software"), to deal
+# in the Software without restriction, including without limitation the rights
+# to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+# copies of the Software, and to permit persons to whom the Software is
+# furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in all
+# copies or substantial portions of the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+# IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+# FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+# AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+# LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+# OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+# SOFTWARE.
 """Kill worker processes that hang past their deadline.
 
 A worker announces "this step must finish within N seconds"; a server (a
 thread in a supervisor, or ``python -m filetimer serve``) signals the worker,
 SIGKILL by default, if the step is still running when the time is up. It is
 for the hangs an in-process timeout cannot break: C code, collectives,
-deadlocks, blocking system calls.
+deadlocks, blocking system calls. Just before the kill, the worker's Python
+stacks are dumped to its stderr; a SIGKILL takes its child processes too.
 
 Worker::
 
@@ -37,9 +58,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
+import faulthandler
 import functools
 import heapq
+import inspect
 import json
 import logging
 import math
@@ -52,9 +76,10 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Set, Tuple, TypeVar, Union, cast
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "FileTimerClient",
     "FileTimerRequest",
@@ -71,63 +96,43 @@ PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)  # a write this size is atomic
 VERSION = 1  # the only request version there is
 _PID_MAX = 2**31 - 1  # largest pid_t
 _SIGKILL: int = getattr(signal, "SIGKILL", 9)  # getattr: importable on Windows
+_SIGSTOP: int = getattr(signal, "SIGSTOP", 19)
 _NSIG: int = getattr(signal, "NSIG", 65)
+# The signal a client asks to have its stacks dumped with (see _register_stack_dump).
+_DUMP_SIGNAL: int = getattr(signal, "SIGUSR2", 0)
 _json_str = json.encoder.encode_basestring_ascii
 # The C scanner, without json.loads' Python wrappers (typeshed does not declare scan_once).
 _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _TIME_MAX = 2**63  # seconds; an int time beyond this is nonsense (and may not fit a float)
 
 
+@dataclasses.dataclass
 class FileTimerRequest:
     """One acquire or release, as carried on the wire.
 
     ``expiration_time`` is wall-clock epoch seconds; a negative value means
-    "release". ``start_time`` is an optional identity hint (the worker's start
-    time from ``/proc/<pid>/stat``) that guards against pid reuse; servers
-    that do not know it ignore it, and it takes no part in equality.
+    "release". Two optional hints travel as extra keys that torch's server
+    ignores, and take no part in equality: ``start_time``, the worker's start
+    time from ``/proc/<pid>/stat``, guards against pid reuse; ``dump_signal``
+    is the signal on which the worker dumps its stacks (0: it cannot).
     """
 
-    __slots__ = ("expiration_time", "scope_id", "signal", "start_time", "version", "worker_pid")
-
-    def __init__(
-        self,
-        worker_pid: int,
-        scope_id: str,
-        expiration_time: float,
-        signal: int = 0,
-        *,
-        start_time: Optional[int] = None,
-    ) -> None:
-        self.version = VERSION
-        self.worker_pid = worker_pid
-        self.scope_id = scope_id
-        self.expiration_time = expiration_time
-        self.signal = signal
-        self.start_time = start_time
+    worker_pid: int
+    scope_id: str
+    expiration_time: float
+    signal: int = 0
+    start_time: Optional[int] = dataclasses.field(default=None, compare=False, repr=False)
+    dump_signal: int = dataclasses.field(default=0, compare=False, repr=False)
+    version: int = dataclasses.field(default=VERSION, init=False)
 
     @property
     def worker_id(self) -> int:
         """The worker's pid, under the name torch's TimerRequest uses."""
         return self.worker_pid
 
-    def _value(self) -> Tuple[int, int, str, float, int]:
-        """What equality compares: torch's fields."""
-        return (self.version, self.worker_pid, self.scope_id, self.expiration_time, self.signal)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FileTimerRequest):
-            return NotImplemented
-        return self._value() == other._value()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable value object
-
-    def __repr__(self) -> str:
-        return "FileTimerRequest(worker_pid=%r, scope_id=%r, expiration_time=%r, signal=%r)" % self._value()[1:]
-
     def to_json(self) -> str:
         """One wire line, without the newline."""
-        return _wire_line(self.worker_pid, self.scope_id, self.expiration_time, self.signal, self.start_time,
-                          self.version)[:-1].decode("ascii")
+        return _wire_line(self)[:-1].decode("ascii")
 
     @classmethod
     def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
@@ -148,7 +153,7 @@ class FileTimerRequest:
                 end = -1
             if end != len(text):  # whitespace, trailing data or not JSON: let json.loads judge
                 obj = json.loads(text)
-        except RecursionError:
+        except RecursionError:  # 3.8-3.12 at ~1000 levels; 3.13 allows more than PIPE_BUF can hold
             raise ValueError("JSON nested too deeply") from None
         return cls._from_fields(obj)
 
@@ -159,7 +164,7 @@ class FileTimerRequest:
             raise ValueError("not a JSON object")
         get = obj.get
         version, pid, scope_id = get("version"), get("pid"), get("scope_id")
-        expiration, sig, start_time = get("expiration_time"), get("signal"), get("start_time")
+        expiration, sig, start_time, dump = get("expiration_time"), get("signal"), get("start_time"), get("dump_signal")
         if not (type(version) is int and version == VERSION):
             raise _invalid("version", version, "1")
         if not (type(pid) is int and 2 <= pid <= _PID_MAX):
@@ -173,29 +178,34 @@ class FileTimerRequest:
             raise _invalid("signal", sig, "an integer from 0 to %d" % (_NSIG - 1))
         if not (start_time is None or (type(start_time) is int and 0 <= start_time < _TIME_MAX)):
             raise _invalid("start_time", start_time, "a non-negative integer")
-        return cls(pid, scope_id, expiration, sig, start_time=start_time)
+        if dump is None:
+            dump = 0
+        elif not (type(dump) is int and 0 <= dump < _NSIG):
+            raise _invalid("dump_signal", dump, "an integer from 0 to %d" % (_NSIG - 1))
+        return cls(pid, scope_id, expiration, sig, start_time, dump)
 
 
-_LINE = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d}\n'
-_LINE_WITH_START = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d, "start_time": %d}\n'
+_LINE = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %r, "signal": %d'
 
 
-def _wire_line(
-    pid: int, scope_id: str, expiration_time: float, sig: int, start_time: Optional[int], version: int = VERSION
-) -> bytes:
-    """A request as the newline-terminated bytes written to the FIFO.
+def _hints(start_time: Optional[int], dump_signal: int) -> str:
+    """The end of a wire line: the optional keys, the closing brace and the newline."""
+    text = "" if start_time is None else ', "start_time": %d' % start_time
+    return text + (', "dump_signal": %d}\n' % dump_signal if dump_signal else "}\n")
 
-    Formatted by hand (json.dumps costs more than the write itself); the
-    client calls this directly, without building a FileTimerRequest.
-    """
+
+def _line_start(pid: int, scope_id: str, expiration_time: float, sig: int) -> str:
+    """The torch fields of a wire line, formatted by hand (json.dumps costs more than the write)."""
     expiration = float(expiration_time)
     if not math.isfinite(expiration):
         raise ValueError("expiration_time must be finite, got %r" % (expiration_time,))
-    if start_time is None:
-        text = _LINE % (version, pid, _json_str(scope_id), expiration, sig)
-    else:
-        text = _LINE_WITH_START % (version, pid, _json_str(scope_id), expiration, sig, start_time)
-    return text.encode("ascii")
+    return _LINE % (VERSION, pid, _json_str(scope_id), expiration, sig)
+
+
+def _wire_line(request: FileTimerRequest) -> bytes:
+    """A request as the newline-terminated bytes written to the FIFO."""
+    start = _line_start(request.worker_pid, request.scope_id, request.expiration_time, request.signal)
+    return (start + _hints(request.start_time, request.dump_signal)).encode("ascii")
 
 
 def _invalid(field: str, value: object, expected: str) -> ValueError:
@@ -211,7 +221,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _retry(max_retries: int, sleep_time: float) -> Callable[[_F], _F]:
-    """Call the function up to max_retries times, sleep_time apart, while it raises OSError."""
+    """Call the function up to max_retries times, sleep_time apart, while no server is there (BrokenPipeError)."""
 
     def decorate(func: _F) -> _F:
         @functools.wraps(func)
@@ -219,7 +229,7 @@ def _retry(max_retries: int, sleep_time: float) -> Callable[[_F], _F]:
             for attempt in range(max_retries):
                 try:
                     return func(*args, **kwargs)
-                except OSError:
+                except BrokenPipeError:
                     if attempt == max_retries - 1:
                         raise
                     time.sleep(sleep_time)
@@ -235,11 +245,11 @@ def _require_posix() -> None:
 
 
 def _default_path() -> str:
-    """$XDG_RUNTIME_DIR/filetimer.fifo, else <tempdir>/filetimer-<uid>.fifo."""
+    """$XDG_RUNTIME_DIR/filetimer.fifo, else <tempdir>/filetimer-<uid>/filetimer.fifo (a private directory)."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
     if runtime_dir:
         return os.path.join(runtime_dir, "filetimer.fifo")
-    return os.path.join(tempfile.gettempdir(), "filetimer-%d.fifo" % os.getuid())
+    return os.path.join(tempfile.gettempdir(), "filetimer-%d" % os.geteuid(), "filetimer.fifo")
 
 
 def _resolve_path(file_path: Optional[str]) -> str:
@@ -252,26 +262,89 @@ def _resolve_path(file_path: Optional[str]) -> str:
     )
 
 
-def _process_start_time(pid: int) -> Optional[int]:
-    """Start time of pid in clock ticks since boot (Linux), or None if unknown."""
+def _owner_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except (ImportError, KeyError):
+        return "uid %d" % uid
+
+
+def _check_owner(path: str, st: os.stat_result, what: str) -> None:
+    """Refuse what another user (not us, not root) owns: its owner could read or redirect our timers."""
+    if st.st_uid not in (os.geteuid(), 0):
+        raise PermissionError(errno.EPERM, "%s %s is owned by %s, not by you or root; refusing to use it"
+                              % (what, path, _owner_name(st.st_uid)))
+
+
+def _proc_stat(pid: int) -> Tuple[int, int]:
+    """(parent pid, start time in clock ticks since boot) of a process, from /proc (Linux); OSError if unknown."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat_line = f.read()
-        # Field 22; the command name (field 2) may hold spaces and parentheses.
-        return int(stat_line[stat_line.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        # Fields 4 and 22; the command name (field 2) may hold spaces and parentheses.
+        fields = stat_line[stat_line.rindex(b")") + 2 :].split()
+        return int(fields[1]), int(fields[19])
+    except (ValueError, IndexError):
+        raise ProcessLookupError(errno.ESRCH, "unreadable /proc/%d/stat" % pid) from None
+
+
+def _process_start_time(pid: int) -> Optional[int]:
+    """Start time of pid in clock ticks since boot (Linux), or None if unknown."""
+    try:
+        return _proc_stat(pid)[1]
+    except OSError:
         return None
+
+
+def _register_stack_dump() -> int:
+    """Have faulthandler dump every thread's stack to stderr on _DUMP_SIGNAL; return it, or 0.
+
+    Only where the signal still has its default action: an application's own
+    handler is never replaced. faulthandler dumps from a C signal handler, so
+    it works while a thread holds the GIL in C code.
+    """
+    if not _DUMP_SIGNAL or signal.getsignal(_DUMP_SIGNAL) is not signal.SIG_DFL or sys.stderr is None:
+        return 0
+    try:
+        faulthandler.register(_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
+    except (AttributeError, RuntimeError, ValueError, OSError):  # no register() (Windows), no stderr fd
+        return 0
+    return _DUMP_SIGNAL
+
+
+_clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets fresh client locks and no inherited handles: no hang on a lock held at the fork."""
+    for client in list(_clients):
+        client._lock = threading.Lock()
+        fd, client._fd = client._fd, None
+        if fd is not None:  # the parent's handle, maybe mid-write: the child opens its own
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class FileTimerClient:
     """Sends timer requests for the calling process to a FileTimerServer.
 
-    The FIFO stays open between requests. When the server has gone away the
-    path is reopened (a restarted server is found again); when nobody serves
-    it, BrokenPipeError is raised. A full pipe is waited on for up to
-    ``timeout`` seconds, then TimeoutError is raised. Pass ``keep_open=False``
-    to close the FIFO after each request, as torch does: torch's server only
-    checks deadlines when its pipe reaches end-of-file, so it needs that.
+    By default each request opens the FIFO, writes one line and closes it, as
+    torch's client does: torch's server only checks deadlines when its pipe
+    reaches end-of-file. ``keep_open=True`` holds the FIFO open between
+    requests (faster; for filetimer servers) and reopens it after a server
+    restart. With no server reading, ``acquire`` raises BrokenPipeError (the
+    worker is unguarded) and ``release`` logs and returns (there is no timer
+    left to release). A full pipe is waited on for up to ``timeout`` seconds,
+    then TimeoutError is raised. A FIFO owned by another user than ours or
+    root is refused with PermissionError before anything is written. With
+    ``dump_stacks`` (the default) the worker dumps every thread's stack to its
+    stderr when the server signals it just before a kill. Fork-safe.
     """
 
     def __init__(
@@ -280,31 +353,37 @@ class FileTimerClient:
         signal: int = _SIGKILL,
         *,
         timeout: float = 10.0,
-        keep_open: bool = True,
+        keep_open: bool = False,
+        dump_stacks: bool = True,
     ) -> None:
         _require_posix()
         self._file_path = _resolve_path(file_path)
         self.signal = signal
         self._timeout = timeout
         self._keep_open = keep_open
-        self._fd: Optional[int] = None
-        self._lock = threading.Lock()
-        self._identity: Tuple[int, Optional[int]] = (0, None)  # (pid, start time), redone after fork
+        self._dump_signal = _register_stack_dump() if dump_stacks else 0
+        self._fd: Optional[int] = None  # held only with keep_open
+        self._lock = threading.Lock()  # guards _fd
+        self._identity: Tuple[int, str] = (0, "")  # (pid, start-time hint), redone after fork
+        _clients.add(self)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         """Arm (or re-arm) the timer ``scope_id`` to fire at wall-clock ``expiration_time``."""
-        pid, start_time = self._worker_identity()
-        self._send_line(_wire_line(pid, scope_id, expiration_time, self.signal, start_time))
+        self._send(scope_id, expiration_time, self.signal)
 
     def release(self, scope_id: str) -> None:
-        """Disarm the timer ``scope_id``."""
-        pid, start_time = self._worker_identity()
-        self._send_line(_wire_line(pid, scope_id, -1, 0, start_time))
+        """Disarm the timer ``scope_id``; quiet when no server is reading any more."""
+        try:
+            self._send(scope_id, -1, 0)
+        except BrokenPipeError as e:
+            _log.debug("release of %r: %s", scope_id, e)
 
     def close(self) -> None:
-        """Close the FIFO handle; a later request opens it again."""
+        """Close a held FIFO handle; a later request opens it again."""
         with self._lock:
-            self._close_fd()
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
 
     def __enter__(self) -> "FileTimerClient":
         return self
@@ -312,77 +391,92 @@ class FileTimerClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _worker_identity(self) -> Tuple[int, Optional[int]]:
-        pid = os.getpid()
-        if self._identity[0] != pid:
-            self._identity = (pid, _process_start_time(pid))
-        return self._identity
+    def _send(self, scope_id: str, expiration_time: float, sig: int) -> None:
+        pid, start_hint = self._identity
+        if pid != os.getpid():  # first request, or a forked child
+            pid = os.getpid()
+            start_time = _process_start_time(pid)
+            self._identity = pid, start_hint = pid, ("" if start_time is None else ', "start_time": %d' % start_time)
+        dump = self._dump_signal
+        if dump and signal.getsignal(dump) is not signal.SIG_DFL:  # the application took the signal since
+            dump = 0
+        line = _line_start(pid, scope_id, expiration_time, sig) + start_hint
+        self._send_line((line + (', "dump_signal": %d}\n' % dump if dump else "}\n")).encode("ascii"))
 
     def _send_request(self, request: FileTimerRequest) -> None:
         """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
-        self._send_line(_wire_line(request.worker_pid, request.scope_id, request.expiration_time, request.signal,
-                                   request.start_time, request.version))
+        self._send_line(_wire_line(request))
 
     def _send_line(self, line: bytes) -> None:
         if len(line) > PIPE_BUF:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
+        if not self._keep_open:
+            os.close(self._write_line(None, line))
+            return
         with self._lock:
-            self._write_line(line)
-            if not self._keep_open:
-                self._close_fd()
+            fd, self._fd = self._fd, None
+            self._fd = self._write_line(fd, line)
 
-    def _write_line(self, line: bytes) -> None:
-        """Write one whole line: wait out a full pipe, reopen once after a server restart."""
+    def _write_line(self, fd: Optional[int], line: bytes) -> int:
+        """Write one whole line on fd (opened if None) and return the fd; the fd is closed on failure.
+
+        Waits out a full pipe; reopens once when the server that had the pipe open is gone.
+        """
         deadline = None
         reopened = False
         while True:
-            if self._fd is None:
-                self._fd = self._connect()
+            if fd is None:
+                fd = self._open()
             try:
-                os.write(self._fd, line)  # all or nothing: len(line) <= PIPE_BUF
-                return
+                os.write(fd, line)  # all or nothing: len(line) <= PIPE_BUF
+                return fd
             except BlockingIOError:
                 if deadline is None:
                     deadline = time.monotonic() + self._timeout
-                self._wait_writable(deadline)
-            except BrokenPipeError:  # the server that had this pipe open is gone
-                self._close_fd()
+                if not self._wait_writable(fd, deadline):
+                    os.close(fd)
+                    raise TimeoutError("the filetimer server at %s did not read its pipe for %.1f s"
+                                       % (self._file_path, self._timeout)) from None
+            except BrokenPipeError:
+                os.close(fd)
+                fd = None
                 if reopened:
-                    raise
+                    raise BrokenPipeError("the filetimer server reading %s went away" % self._file_path) from None
                 reopened = True
-
-    def _connect(self) -> int:
-        try:
-            return self._open_non_blocking()
-        except OSError as e:
-            raise BrokenPipeError(
-                "no filetimer server is reading %s (%s)" % (self._file_path, e.strerror or e)
-            ) from e
+            except BaseException:
+                os.close(fd)
+                raise
 
     @_retry(max_retries=5, sleep_time=0.1)
-    def _open_non_blocking(self) -> int:
-        # Non-blocking: with no reader the open fails (ENXIO) instead of hanging.
-        fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+    def _open(self) -> int:
+        """Open the FIFO for writing, without blocking; BrokenPipeError (retried) while no server reads it."""
+        try:
+            # Non-blocking: with no reader the open fails (ENXIO) instead of hanging.
+            fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno not in (errno.ENXIO, errno.ENOENT):
+                raise
+            raise BrokenPipeError(e.errno, "no filetimer server is reading %s (%s)"
+                                  % (self._file_path, e.strerror)) from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISFIFO(st.st_mode):
+                raise OSError(errno.EINVAL, "%s is not a FIFO" % self._file_path)
+            _check_owner(self._file_path, st, "the FIFO")
+        except BaseException:
             os.close(fd)
-            raise OSError(errno.EINVAL, "not a FIFO")
+            raise
         return fd
 
-    def _wait_writable(self, deadline: float) -> None:
+    def _wait_writable(self, fd: int, deadline: float) -> bool:
+        """Wait until the pipe has room; False once the deadline has passed."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(
-                "the filetimer server at %s did not read its pipe for %.1f s" % (self._file_path, self._timeout)
-            )
-        assert self._fd is not None
+            return False
         with selectors.DefaultSelector() as sel:
-            sel.register(self._fd, selectors.EVENT_WRITE)
+            sel.register(fd, selectors.EVENT_WRITE)
             sel.select(remaining)
-
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        return True
 
 
 _configured_client: Optional[FileTimerClient] = None
@@ -394,53 +488,153 @@ def configure(client: FileTimerClient) -> None:
     _configured_client = client
 
 
-class expires:
-    """Arm a timer that fires ``after`` seconds from now; release it on exit.
+class _Timer:
+    """A timer armed by ``expires``; ``reset()`` re-arms it, a progress watchdog."""
 
-    A context manager, and a decorator (each call gets its own timer). The
-    default scope is the caller's ``file#line``; re-entering the same scope
-    (recursion) re-arms the timer, as torch does.
+    __slots__ = ("after", "client", "deadline", "scope")
+
+    def __init__(self, client: FileTimerClient, scope: str, after: float) -> None:
+        self.client = client
+        self.scope = scope
+        self.after = after
+        self.deadline = time.time() + after
+
+    def reset(self, after: Optional[float] = None) -> None:
+        """Re-arm to now + ``after`` (default: the ``after`` it was armed with): one request."""
+        self.deadline = time.time() + (self.after if after is None else after)
+        self.client.acquire(self.scope, self.deadline)
+
+
+class _Nesting(threading.local):
+    """Per thread: the timers ``expires`` holds armed, innermost last, by scope."""
+
+    def __init__(self) -> None:
+        self.stacks: Dict[str, List[_Timer]] = {}
+
+
+_nesting = _Nesting()
+
+
+class expires:
+    """Arm a timer that fires ``after`` seconds from now; release it on exit, even on an exception.
+
+    A context manager (``with`` and ``async with``; entering returns the timer,
+    whose ``reset()`` re-arms it) and a decorator for plain and ``async def``
+    functions, each call with its own timer. The default scope is the caller's
+    ``file#line``, distinct per thread and per asyncio task. Nested use of one
+    scope (recursion) re-arms it; the inner exit re-arms the enclosing timer
+    to the later of its deadline and now + its ``after``, and only the
+    outermost exit releases it.
     """
 
-    __slots__ = ("_after", "_armed", "_client", "_scope")
+    __slots__ = ("_after", "_client", "_per_thread", "_scope")
 
     def __init__(self, after: float, scope: Optional[str] = None, client: Optional[FileTimerClient] = None) -> None:
+        self._per_thread = scope is None
         if scope is None:
             caller = sys._getframe(1)
             scope = "%s#%d" % (caller.f_code.co_filename, caller.f_lineno)
         self._after = after
         self._scope = scope
         self._client = client
-        self._armed: Optional[FileTimerClient] = None
 
-    def __enter__(self) -> None:
+    def _thread_scope(self) -> str:
+        """The scope on the wire: the default one names the thread and asyncio task, but for the main thread's."""
+        if not self._per_thread:
+            return self._scope
+        ident = threading.get_ident()
+        task = _current_task()
+        if task is not None:
+            return "%s@%d/task-%x" % (self._scope, ident, id(task))
+        if ident == threading.main_thread().ident:
+            return self._scope
+        return "%s@%d" % (self._scope, ident)
+
+    def _arm(self, scope: str) -> _Timer:
         client = self._client or _configured_client
         if client is None:
             raise RuntimeError("filetimer: no client; call filetimer.configure(FileTimerClient(...)) first")
-        client.acquire(self._scope, time.time() + self._after)
-        self._armed = client
+        timer = _Timer(client, scope, self._after)
+        client.acquire(scope, timer.deadline)
+        _nesting.stacks.setdefault(scope, []).append(timer)
+        return timer
+
+    def _disarm(self, scope: str) -> None:
+        stacks = _nesting.stacks
+        stack = stacks[scope]
+        timer = stack.pop()
+        if not stack:
+            del stacks[scope]
+            timer.client.release(scope)
+            return
+        outer = stack[-1]  # the enclosing block of the same scope: guarded again, never less than torch
+        outer.deadline = max(outer.deadline, time.time() + outer.after)
+        try:
+            outer.client.acquire(scope, outer.deadline)
+        except BrokenPipeError as e:  # the server is gone: nothing to re-arm
+            _log.debug("re-arming %r: %s", scope, e)
+
+    def __enter__(self) -> _Timer:
+        return self._arm(self._thread_scope())
 
     def __exit__(self, *exc_info: object) -> None:
-        client, self._armed = self._armed, None
-        if client is not None:
-            client.release(self._scope)
+        self._disarm(self._thread_scope())
+
+    async def __aenter__(self) -> _Timer:
+        return self._arm(self._thread_scope())
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._disarm(self._thread_scope())
 
     def __call__(self, func: _F) -> _F:
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError("expires cannot guard the generator function %s: its body runs after the call returns;"
+                            " guard the loop body instead (with expires(...): inside the loop)" % func.__qualname__)
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def guarded_coroutine(*args: Any, **kwargs: Any) -> Any:
+                async with self:
+                    return await func(*args, **kwargs)
+
+            return cast(_F, guarded_coroutine)
+
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with expires(self._after, self._scope, self._client):
+            with self:
                 return func(*args, **kwargs)
 
         return cast(_F, guarded)
 
 
+def _current_task() -> object:
+    """The running asyncio task (imported only by code that already uses asyncio), or None."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return cast(object, asyncio.current_task())
+    except RuntimeError:  # no running loop
+        return None
+
+
 # --- server -------------------------------------------------------------------
 
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+_HAVE_PROC_CHILDREN = os.path.exists("/proc/self/task/%d/children" % os.getpid())  # Linux 3.5+
 _READ_SIZE = 65536
 _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 _MAX_READS_PER_PASS = 64  # then look at deadlines again, even under a flood
 _REJECTS_LOGGED_PER_MINUTE = 10
+_DUMP_GRACE = 0.1  # seconds from the stack-dump signal to the kill (see README "When a worker hangs")
+
+
+def _signal_name(number: int) -> str:
+    if number == 0:
+        return "none"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 class _Worker:
@@ -503,11 +697,73 @@ class _Worker:
             self.pidfd = None
 
 
+def _children(pid: int) -> List[int]:
+    """The pids of the children of ``pid``, from /proc; none where there is no /proc (macOS)."""
+    found: List[int] = []
+    if _HAVE_PROC_CHILDREN:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with contextlib.suppress(OSError), open("/proc/%d/task/%s/children" % (pid, tid), "rb") as f:
+                    found += map(int, f.read().split())
+        return found
+    with contextlib.suppress(OSError):  # an older kernel: every process's parent
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if _proc_stat(int(entry))[0] == pid:
+                        found.append(int(entry))
+    return found
+
+
+def _ancestors() -> Set[int]:
+    """This process and its ancestors: never part of a worker's tree, whatever /proc says."""
+    pids: Set[int] = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = _proc_stat(pid)[0]
+        except OSError:
+            pid = os.getppid() if pid == os.getpid() else 0
+    return pids
+
+
+def _private_dir() -> Optional[str]:
+    """The default FIFO's directory when it is our private one under the temporary directory."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    return os.path.dirname(_default_path())
+
+
+def _check_directory(path: str) -> None:
+    """Refuse a FIFO directory that another user controls; make the private default one if missing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    private = directory == _private_dir()
+    if private:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    try:
+        st = os.lstat(directory) if private else os.stat(directory)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "the directory of %s does not exist" % path) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "%s is not a directory" % directory)
+    if private and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
+        raise PermissionError(errno.EPERM, "%s must be a directory owned by you with mode 0700 (it is owned by %s, "
+                              "mode %03o); remove it or set FILETIMER_PATH"
+                              % (directory, _owner_name(st.st_uid), st.st_mode & 0o777))
+    _check_owner(directory, st, "the directory")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise PermissionError(errno.EPERM, "other users may replace files in %s (mode %03o, no sticky bit); "
+                              "choose a directory only you can write" % (directory, st.st_mode & 0o777))
+
+
 def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
     """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino).
 
-    A stale FIFO is replaced; anything else at the path is left alone.
+    A stale FIFO of ours is replaced; anything else at the path is left alone.
     """
+    _check_directory(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -517,16 +773,17 @@ def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
             kind = "a directory" if stat.S_ISDIR(st.st_mode) else (
                 "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a FIFO"
             )
-            raise FileExistsError("%s exists and is %s; refusing to replace it" % (path, kind))
+            raise FileExistsError(errno.EEXIST, "%s exists and is %s; refusing to replace it" % (path, kind))
+        _check_owner(path, st, "the FIFO")
         if _fifo_has_reader(path):
-            raise FileExistsError("%s is already being served by a running server" % path)
+            raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
         os.unlink(path)  # stale: its server is gone
     os.mkfifo(path, mode)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     st = os.fstat(fd)
     if not stat.S_ISFIFO(st.st_mode):
         os.close(fd)
-        raise FileExistsError("%s was replaced while being created" % path)
+        raise FileExistsError(errno.EEXIST, "%s was replaced while being created" % path)
     os.fchmod(fd, mode)  # mkfifo applied the umask
     return fd, (st.st_dev, st.st_ino)
 
@@ -543,31 +800,29 @@ def _fifo_has_reader(path: str) -> bool:
 
 
 _STATE_FORMAT = "filetimer-state"
+_STATE_HEAD = b'{"format": "%s"' % _STATE_FORMAT.encode()  # how every state file we write begins
 _STATE_WRITES_PER_SECOND = 10
-
-
-def _default_state_path() -> str:
-    """Where ``serve --state-file`` and ``status`` look by default: beside the default FIFO."""
-    return os.path.splitext(_default_path())[0] + ".state"
 
 
 def _check_state_path(path: str) -> None:
     """Fail now, clearly, if the state file could never be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise FileNotFoundError("the directory of the state file %s does not exist" % path)
+        raise FileNotFoundError(errno.ENOENT, "the directory of the state file %s does not exist" % path)
     if not os.access(directory, os.W_OK):
-        raise PermissionError("cannot write the state file's directory %s" % directory)
+        raise PermissionError(errno.EACCES, "cannot write the state file's directory %s" % directory)
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise FileExistsError("state file %s exists and is not a regular file; refusing to replace it" % path)
+            raise FileExistsError(errno.EEXIST, "state file %s exists and is not a regular file; refusing to "
+                                  "replace it" % path)
 
 
-def _write_state(path: str, timers: List[FileTimerRequest]) -> None:
+def _write_state(path: str, fifo: str, timers: List[FileTimerRequest]) -> None:
     """Replace the state file atomically: a private temporary file, fsync, rename."""
     directory, name = os.path.split(os.path.abspath(path))
     lines = ",\n".join(request.to_json() for request in timers)
-    text = '{"format": "%s", "version": 1, "written": %r, "timers": [\n%s\n]}\n' % (_STATE_FORMAT, time.time(), lines)
+    text = '%s, "version": 1, "fifo": %s, "written": %r, "timers": [\n%s\n]}\n' % (
+        _STATE_HEAD.decode(), _json_str(os.path.abspath(fifo)), time.time(), lines)
     fd, temporary = tempfile.mkstemp(prefix=name + ".", dir=directory)  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -581,21 +836,33 @@ def _write_state(path: str, timers: List[FileTimerRequest]) -> None:
         raise
 
 
-def _read_state(path: str) -> Tuple[float, List[FileTimerRequest]]:
-    """The time a state file was written and its timers; ValueError if it is corrupt or foreign."""
+def _read_state(path: str) -> Tuple[float, str, List[FileTimerRequest]]:
+    """When a state file was written, its FIFO and its timers.
+
+    FileExistsError if the file is not a filetimer state file at all (never to
+    be touched); ValueError if it is one but corrupt or truncated.
+    """
     with open(path, "rb") as f:
         data = f.read()
+    if not data.startswith(_STATE_HEAD):
+        raise FileExistsError(errno.EEXIST, "%s is not a filetimer state file; refusing to use or replace it" % path)
     try:
         document = json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-    if not (isinstance(document, dict) and document.get("format") == _STATE_FORMAT
-            and document.get("version") == 1 and isinstance(document.get("timers"), list)):
-        raise ValueError("not a filetimer state file")
+    if not (isinstance(document, dict) and document.get("version") == 1 and isinstance(document.get("timers"), list)
+            and isinstance(document.get("fifo"), str)):
+        raise ValueError("not a filetimer state file of version 1")
     written = document.get("written")
     if not isinstance(written, (int, float)):
         raise ValueError("the state file has no time of writing")
-    return float(written), [FileTimerRequest._from_fields(timer) for timer in document["timers"]]
+    return float(written), document["fifo"], [FileTimerRequest._from_fields(timer) for timer in document["timers"]]
+
+
+def _check_seconds(name: str, value: object, positive: bool = False) -> None:
+    if not (isinstance(value, (int, float)) and 0 <= value < math.inf and (value > 0 or not positive)):
+        raise ValueError("%s must be a %s number of seconds, got %r"
+                         % (name, "positive" if positive else "non-negative", value))
 
 
 LogEvent = Callable[[str, Optional[FileTimerRequest]], None]
@@ -606,14 +873,17 @@ class FileTimerServer:
 
     One watchdog thread blocks in a single select on the FIFO, a wake-up pipe
     and the workers' pidfds, and wakes at the earliest of: a request, the
-    nearest deadline, a worker exit, ``stop()``, or the ``max_interval``
-    heartbeat. Deadlines are kept on the monotonic clock.
+    nearest deadline, a scheduled signal, a worker exit, ``stop()``, or the
+    ``max_interval`` heartbeat. Deadlines are kept on the monotonic clock.
 
-    Keyword options beyond torch's: ``mode`` of the FIFO; ``kill_after``
-    seconds after which a signalled worker that is still alive gets SIGKILL;
-    ``exit_on_reap`` to signal the server's own process after reaping a
-    worker, as torch does; ``state_file`` to keep a snapshot of the active
-    timers there (at most ten writes a second) and re-arm them on restart.
+    Keyword options beyond torch's: ``mode`` of the FIFO (others may not
+    write it); ``kill_after`` seconds after which a signalled worker that is
+    still alive gets SIGKILL; ``exit_on_reap`` to signal the server's own
+    process after reaping a worker, as torch does; ``state_file`` to keep a
+    snapshot of the active timers there (at most ten writes a second) and
+    re-arm them on restart; ``kill_tree`` to SIGKILL a worker's descendants
+    with it; ``dump_grace`` seconds between asking a worker to dump its stacks
+    and its signal (0: no dump).
     """
 
     def __init__(
@@ -628,23 +898,32 @@ class FileTimerServer:
         kill_after: Optional[float] = None,
         exit_on_reap: bool = False,
         state_file: Optional[str] = None,
+        kill_tree: bool = True,
+        dump_grace: float = _DUMP_GRACE,
     ) -> None:
         _require_posix()
-        if not (isinstance(max_interval, (int, float)) and 0 < max_interval < math.inf):
-            raise ValueError("max_interval must be a positive number of seconds, got %r" % (max_interval,))
-        if kill_after is not None and not (isinstance(kill_after, (int, float)) and 0 <= kill_after < math.inf):
-            raise ValueError("kill_after must be None or a non-negative number of seconds, got %r" % (kill_after,))
+        _check_seconds("max_interval", max_interval, positive=True)
+        _check_seconds("dump_grace", dump_grace)
+        if kill_after is not None:
+            _check_seconds("kill_after", kill_after)
         if not (isinstance(mode, int) and 0 <= mode <= 0o777):
             raise ValueError("mode must be permission bits such as 0o600, got %r" % (mode,))
+        if mode & 0o002:
+            raise ValueError("mode %03o lets every user write the FIFO, and so have your processes signalled; "
+                             "use 0o600 (or 0o620 for your group)" % mode)
+        self._file_path = _resolve_path(file_path)
+        saved: List[FileTimerRequest] = []
         if state_file is not None:
             _check_state_path(state_file)
-        self._file_path = _resolve_path(file_path)
+            saved = self._read_saved_state(state_file)
         self._run_id = run_id
         self._max_interval = float(max_interval)
         self._daemon = daemon
         self._log_event_cb = log_event
         self._kill_after = kill_after
         self._exit_on_reap = exit_on_reap
+        self._kill_tree = kill_tree
+        self._dump_grace = float(dump_grace)
         self._state_file = state_file
         self._state_changed = threading.Event()  # set when the timers change
         self._state_stop = threading.Event()
@@ -660,7 +939,10 @@ class FileTimerServer:
         self._heap: List[List[Any]] = []
         self._seq = 0
         self._workers: Dict[int, _Worker] = {}
-        self._escalations: Dict[int, float] = {}  # pid -> monotonic time of SIGKILL
+        # Signals due later, by pid: (monotonic time, signal, request, event): a kill after a
+        # stack dump, or a SIGKILL after kill_after.
+        self._scheduled: Dict[int, Tuple[float, int, FileTimerRequest, str]] = {}
+        self._reaped_signal = 0  # for exit_on_reap: a signal sent in this pass
         self._partial = b""  # an unfinished line from the last read
         self._skipping = False  # inside an over-long line, until its newline
         self._rejects_logged = 0
@@ -681,8 +963,10 @@ class FileTimerServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._read_fd, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
-        if state_file is not None:
-            self._restore_state(state_file)
+        if saved:
+            self._apply(saved, time.time(), time.monotonic())  # _watch drops the workers that are gone
+            self.request_count = 0  # restored timers are not requests
+            _log.info("restored %d of %d saved timers from %s", len(self._timers), len(saved), state_file)
 
     # -- life cycle
 
@@ -692,10 +976,11 @@ class FileTimerServer:
             raise RuntimeError("this FileTimerServer was stopped; create a new one")
         if self._thread is not None:
             return
-        _log.info("serving %s (max_interval=%s)", self._file_path, self._max_interval)
+        _log.debug("serving %s (max_interval=%s)", self._file_path, self._max_interval)
         self._thread = threading.Thread(target=self._watchdog_loop, name="filetimer-watchdog", daemon=self._daemon)
         self._thread.start()
         if self._state_file is not None:
+            self._state_changed.set()  # written at once, so `status` sees a running server with no timers
             self._state_thread = threading.Thread(target=self._state_loop, name="filetimer-state", daemon=True)
             self._state_thread.start()
         self._log_event("watchdog started", None)
@@ -801,7 +1086,7 @@ class FileTimerServer:
         with self._lock:
             due = time.monotonic() + (deadline - time.time())
             expired: Dict[int, List[FileTimerRequest]] = {}
-            for entry in sorted(self._timers.values()):
+            for entry in sorted(self._timers.values(), key=lambda entry: entry[:2]):
                 if entry[0] <= due:
                     expired.setdefault(entry[2].worker_pid, []).append(entry[2])
             return expired
@@ -841,8 +1126,8 @@ class FileTimerServer:
             while heap and heap[0][2] is None:  # released or replaced
                 heapq.heappop(heap)
             deadline = heap[0][0] if heap else math.inf
-            if self._escalations:
-                deadline = min(deadline, min(self._escalations.values()))
+            if self._scheduled:
+                deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))
         if deadline > self._next_beat:  # only the heartbeat is due: no precision needed
             return self._selector.select(max(0.0, self._next_beat - time.monotonic()))
         timeout = deadline - time.monotonic()
@@ -864,9 +1149,14 @@ class FileTimerServer:
             elif isinstance(key.data, _Worker):
                 self._forget_worker(key.data)  # its pidfd is readable: it exited
         now = time.monotonic()
+        self._reaped_signal = 0
         self._reap_expired(now)
-        if self._escalations:
-            self._escalate(now)
+        if self._scheduled:
+            self._send_scheduled(now)
+        if self._reaped_signal and self._exit_on_reap:
+            _log.warning("exit_on_reap: signalling the server's own process %d with %s", os.getpid(),
+                         _signal_name(self._reaped_signal))
+            os.kill(os.getpid(), self._reaped_signal)
         if now >= self._next_beat:
             self._next_beat = now + self._max_interval
             for worker in list(self._workers.values()):
@@ -977,9 +1267,9 @@ class FileTimerServer:
         return worker
 
     def _forget_worker(self, worker: _Worker) -> None:
-        """Drop an exited worker: its timers, its escalation and its pidfd."""
+        """Drop an exited worker: its timers, its scheduled signals and its pidfd."""
         self._drop_timers(worker)
-        self._escalations.pop(worker.pid, None)
+        self._scheduled.pop(worker.pid, None)
         if self._workers.get(worker.pid) is worker:
             del self._workers[worker.pid]
         if worker.pidfd is not None:
@@ -996,7 +1286,10 @@ class FileTimerServer:
             self._state_changed.set()
 
     def _reap_expired(self, now: float) -> None:
-        """Report every expired timer; signal each worker once, with its earliest non-zero signal."""
+        """Report every expired timer; signal each worker once, with its earliest non-zero signal.
+
+        A worker that can dump its stacks is asked to first, and signalled ``dump_grace`` later.
+        """
         heap = self._heap
         expired: Dict[int, List[FileTimerRequest]] = {}
         while heap and heap[0][0] <= now:
@@ -1008,7 +1301,6 @@ class FileTimerServer:
             expired.setdefault(request.worker_pid, []).append(request)
         if expired:
             self._state_changed.set()
-        reap_signal = 0
         for pid, requests in expired.items():
             for request in requests:
                 self._log_event("timer expired", request)
@@ -1016,25 +1308,76 @@ class FileTimerServer:
             if decider is None:  # signal 0: reported once, dropped
                 continue
             worker = self._workers[pid]
-            _log.info("reaping pid %d (scopes %s) with signal %d", pid, [r.scope_id for r in requests], decider.signal)
             self._drop_timers(worker)
-            if self._signal(worker, decider.signal):
-                self._log_event("kill worker process", decider)
-                reap_signal = decider.signal
-                if self._kill_after is not None and decider.signal != _SIGKILL:
-                    self._escalations[pid] = now + self._kill_after
-        if reap_signal and self._exit_on_reap:
-            _log.info("exit_on_reap: signalling the server's own process %d", os.getpid())
-            os.kill(os.getpid(), reap_signal)
+            if decider.dump_signal and self._dump_grace > 0 and self._signal(worker, decider.dump_signal):
+                _log.warning("dump worker stacks: pid %d (scope %r) timed out; %s in %.3g s", pid, decider.scope_id,
+                             _signal_name(decider.signal), self._dump_grace)
+                self._log_event("dump worker stacks", decider)
+                self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
+            else:
+                self._kill(worker, decider.signal, decider, "kill worker process", now)
 
-    def _escalate(self, now: float) -> None:
-        for pid, when in list(self._escalations.items()):
+    def _send_scheduled(self, now: float) -> None:
+        for pid, (when, sig, request, event) in list(self._scheduled.items()):
             if when <= now:
-                del self._escalations[pid]
+                del self._scheduled[pid]
                 worker = self._workers.get(pid)
-                if worker is not None and self._signal(worker, _SIGKILL):
-                    _log.info("pid %d outlived its grace period; sent SIGKILL", pid)
-                    self._log_event("escalate worker process", FileTimerRequest(pid, "", -1, _SIGKILL))
+                if worker is not None:
+                    self._kill(worker, sig, request, event, now)
+
+    def _kill(self, worker: _Worker, sig: int, request: FileTimerRequest, event: str, now: float) -> None:
+        """Send a reaping signal (for SIGKILL, to the worker's whole tree); schedule escalation."""
+        if sig == _SIGKILL and self._kill_tree:
+            descendants = self._kill_process_tree(worker)
+            if descendants is None:
+                return
+            killed = " and its %d descendant%s" % (descendants, "" if descendants == 1 else "s")
+        elif self._signal(worker, sig):
+            killed = ""
+        else:
+            return
+        _log.warning("%s: pid %d (scope %r) with %s%s", event, worker.pid, request.scope_id, _signal_name(sig), killed)
+        self._log_event(event, request)
+        self._reaped_signal = sig
+        if self._kill_after is not None and sig != _SIGKILL:
+            self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,
+                                           dataclasses.replace(request, signal=_SIGKILL), "escalate worker process")
+
+    def _kill_process_tree(self, worker: _Worker) -> Optional[int]:
+        """SIGKILL the worker and every descendant it has, none of which can fork away meanwhile.
+
+        Each process is stopped (SIGSTOP) before its children are listed, and
+        bound to its identity (pidfd, else start time) and to its parent; the
+        server and its ancestors are never touched. Returns the number of
+        descendants, or None if the worker could not be signalled.
+        """
+        if not self._signal(worker, _SIGSTOP):
+            return None
+        spared = _ancestors()
+        seen = {worker.pid}
+        tree = [worker]
+        for parent in tree:  # grows as it is walked: breadth first
+            for pid in _children(parent.pid):
+                if pid in seen or pid in spared:
+                    continue
+                seen.add(pid)
+                child = _Worker.attach(pid, None)
+                if child is None:
+                    continue
+                try:
+                    if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile
+                        raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
+                    child.send_signal(_SIGSTOP)
+                except OSError:
+                    child.close()
+                    continue
+                tree.append(child)
+        for process in tree:
+            with contextlib.suppress(OSError):
+                process.send_signal(_SIGKILL)
+        for process in tree[1:]:
+            process.close()
+        return len(tree) - 1
 
     def _signal(self, worker: _Worker, sig: int) -> bool:
         """Signal the worker if that is safe and it is still the same process."""
@@ -1048,26 +1391,27 @@ class FileTimerServer:
             _log.info("pid %d exited before it could be signalled", pid)
             return False
         except OSError as e:
-            _log.error("could not signal pid %d: %s", pid, e)
+            _log.error("could not send %s to pid %d: %s", _signal_name(sig), pid, e)
             return False
         return True
 
     # -- the state file
 
-    def _restore_state(self, path: str) -> None:
-        """Re-arm the saved timers of workers that are still the same process; survive a bad file."""
+    def _read_saved_state(self, path: str) -> List[FileTimerRequest]:
+        """The saved timers of this FIFO; a corrupt state file is moved aside, a foreign one refused."""
         try:
-            _, saved = _read_state(path)
+            _, fifo, saved = _read_state(path)
         except FileNotFoundError:
-            return
-        except (OSError, ValueError) as e:
+            return []
+        except ValueError as e:
             _log.error("state file %s is unusable (%s); moving it to %s.bad and starting empty", path, e, path)
             with contextlib.suppress(OSError):
                 os.replace(path, path + ".bad")
-            return
-        self._apply(saved, time.time(), time.monotonic())  # _watch drops the workers that are gone
-        self.request_count = 0  # restored timers are not requests
-        _log.info("restored %d of %d saved timers from %s", len(self._timers), len(saved), path)
+            return []
+        if fifo != os.path.abspath(self._file_path):
+            raise FileExistsError(errno.EEXIST, "state file %s belongs to the server of %s, not of %s; refusing "
+                                  "to use or replace it" % (path, fifo, self._file_path))
+        return saved
 
     def _state_loop(self) -> None:
         """Write the state file when the timers change, at most ten times a second."""
@@ -1084,11 +1428,10 @@ class FileTimerServer:
         for _, _, request in entries:
             worker = workers.get(request.worker_pid) if request is not None else None
             if request is not None and worker is not None:  # else released meanwhile
-                snapshot.append(FileTimerRequest(request.worker_pid, request.scope_id, request.expiration_time,
-                                                 request.signal, start_time=worker.start_time))
+                snapshot.append(dataclasses.replace(request, start_time=worker.start_time))
         assert self._state_file is not None
         try:
-            _write_state(self._state_file, snapshot)
+            _write_state(self._state_file, self._file_path, snapshot)
         except Exception:  # a full disk must stop neither the watchdog nor stop()
             _log.exception("could not write the state file %s", self._state_file)
 
@@ -1146,15 +1489,6 @@ def _signal_number(text: str) -> int:
     return number
 
 
-def _signal_name(number: int) -> str:
-    if number == 0:
-        return "none"
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
 def _worker_pid(text: str) -> int:
     try:
         value = int(text)
@@ -1171,29 +1505,39 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     fifo_help = ("the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
-                 "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>.fifo)")
-    state_help = "the state file (default: beside the default FIFO, filetimer.state or filetimer-<uid>.state)"
+                 "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>/filetimer.fifo)")
+    state_help = "the state file (default: beside the FIFO, PATH.state)"
 
     serve = commands.add_parser("serve", help="run a timer server on a FIFO", description="Run a timer server "
-                                "until SIGINT or SIGTERM; the FIFO is removed on exit.")
+                                "until SIGINT, SIGTERM or SIGHUP; the FIFO is removed on exit.")
     serve.set_defaults(run=_serve)
-    serve.add_argument("path", nargs="?", help=fifo_help)
+    serve.add_argument("path", nargs="?", metavar="PATH", help=fifo_help)
     serve.add_argument("--max-interval", type=_positive_seconds, default=10.0, metavar="S",
                        help="heartbeat interval in seconds (default 10); expiry does not depend on it")
     serve.add_argument("--run-id", default="", help="a name for this run, shown in events")
-    serve.add_argument("--mode", type=_octal_mode, default=0o600, help="FIFO permissions in octal (default 600)")
+    serve.add_argument("--mode", type=_octal_mode, default=0o600,
+                       help="FIFO permissions in octal (default 600; 620 lets your group arm timers; "
+                            "others may never write)")
     serve.add_argument("--kill-after", type=_seconds, metavar="S",
                        help="SIGKILL a signalled worker still alive after S seconds")
     serve.add_argument("--exit-on-reap", action="store_true",
                        help="signal this server's own process after reaping a worker (torch's behaviour)")
-    serve.add_argument("--state-file", nargs="?", const=_default_state_path(), metavar="PATH",
-                       help="keep the active timers in this file and re-arm them on restart; " + state_help)
+    serve.add_argument("--dump-grace", type=_seconds, default=_DUMP_GRACE, metavar="S",
+                       help="seconds between asking a worker to dump its stacks and killing it (default %g; "
+                            "0: no dump)" % _DUMP_GRACE)
+    serve.add_argument("--no-kill-tree", dest="kill_tree", action="store_false",
+                       help="on SIGKILL, kill the worker alone, not its descendants")
+    state = serve.add_mutually_exclusive_group()
+    state.add_argument("--state-file", metavar="FILE", help="keep the active timers in FILE and re-arm them on "
+                       "restart; " + state_help)
+    state.add_argument("--no-state", action="store_true", help="keep no state file")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        type=str.upper, help="log level on stderr (default INFO)")
     serve.add_argument("--events", choices=["log", "json"], default="log",
                        help="events as log lines on stderr (default) or as JSON lines on stdout")
 
-    exit_codes = "Exit status: 0 done, 2 bad arguments, 3 no server is reading the FIFO."
+    exit_codes = ("Exit status: 0 done, 2 bad arguments or an unusable FIFO (missing, not a FIFO, no permission), "
+                  "3 no server is reading the FIFO.")
     acquire = commands.add_parser("acquire", help="arm a timer for a process (the calling shell by default)",
                                   description="Arm the timer SCOPE: if it is not released within SECONDS, the "
                                   "server signals the process.", epilog=exit_codes)
@@ -1212,37 +1556,48 @@ def _build_parser() -> argparse.ArgumentParser:
                              "that is the shell that runs this command)")
         command.add_argument("--path", help=fifo_help)
 
-    status = commands.add_parser("status", help="list the active timers from a server's state file",
-                                 description="List the active timers of a server run with --state-file.",
-                                 epilog="Exit status: 0 done, 1 no or unreadable state file.")
+    status = commands.add_parser("status", help="whether a server serves a FIFO, and its active timers",
+                                 description="Tell whether a server is serving PATH and list its active timers "
+                                 "from the state file beside it.",
+                                 epilog="Exit status: 0 a server is serving PATH, 1 none is, 2 an unusable "
+                                 "state file.")
     status.set_defaults(run=_status)
-    status.add_argument("--state-file", default=_default_state_path(), metavar="PATH", help=state_help)
+    status.add_argument("path", nargs="?", metavar="PATH", help=fifo_help)
+    status.add_argument("--state-file", metavar="FILE", help=state_help)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+_WARNED_EVENTS = ("dump worker stacks", "kill worker process", "escalate worker process")  # the server logs these
 
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s filetimer %(levelname)s %(message)s")
 
     def event(name: str, request: Optional[FileTimerRequest]) -> None:
-        pid = request.worker_pid if request else None
-        scope = request.scope_id if request else None
-        sig = request.signal if request else None
         if args.events == "json":
-            record = {"time": time.time(), "run_id": args.run_id, "event": name, "pid": pid, "scope": scope,
-                      "signal": sig}
+            record = {"time": time.time(), "run_id": args.run_id, "event": name, "pid": None, "scope": None,
+                      "signal": None}
+            if request is not None:
+                record.update(pid=request.worker_pid, scope=request.scope_id, signal=request.signal)
             print(json.dumps(record), flush=True)
-        else:
-            _log.info("event %r pid=%s scope=%r signal=%s", name, pid, scope, sig)
+        elif request is None:
+            _log.info("%s", name)
+        elif name not in _WARNED_EVENTS:
+            _log.info("%s: pid %d, scope %r, %s", name, request.worker_pid, request.scope_id,
+                      _signal_name(request.signal))
 
-    server = FileTimerServer(args.path, run_id=args.run_id, max_interval=args.max_interval, log_event=event,
+    path = _resolve_path(args.path)
+    state_file = None if args.no_state else (args.state_file or path + ".state")
+    server = FileTimerServer(path, run_id=args.run_id, max_interval=args.max_interval, log_event=event,
                              mode=args.mode, kill_after=args.kill_after, exit_on_reap=args.exit_on_reap,
-                             state_file=args.state_file)
+                             state_file=state_file, kill_tree=args.kill_tree, dump_grace=args.dump_grace)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
-    print("filetimer %s serving %s (pid %d)" % (__version__, server.file_path, os.getpid()),
+    print("filetimer %s serving %s (pid %d%s)" % (__version__, server.file_path, os.getpid(),
+                                                   ", state in " + state_file if state_file else ""),
           file=sys.stderr if args.events == "json" else sys.stdout, flush=True)
     stop.wait()
     server.stop()
@@ -1254,13 +1609,17 @@ def _send_for(args: argparse.Namespace, expiration_time: float, sig: int) -> int
     pid = args.pid or os.getppid()
     start_time = _process_start_time(pid)
     if start_time is None and not FileTimerServer.is_process_running(pid):
-        raise ProcessLookupError("no process %d" % pid)
-    with FileTimerClient(args.path, keep_open=False) as client:
-        client._send_request(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time=start_time))
+        raise ProcessLookupError(errno.ESRCH, "no process %d" % pid)
+    client = FileTimerClient(args.path, dump_stacks=False)
+    client._send_request(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time))
     return 0
 
 
 def _acquire(args: argparse.Namespace) -> int:
+    if args.pid is None and sys.stdin is not None and sys.stdin.isatty():
+        print("filetimer: warning: arming %r for the interactive shell (pid %d): it gets %s if you do not "
+              "release in time; use --pid to guard another process" % (args.scope, os.getppid(),
+                                                                       _signal_name(args.signal)), file=sys.stderr)
     return _send_for(args, time.time() + args.after, args.signal)
 
 
@@ -1269,25 +1628,48 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    path = _resolve_path(args.path)
+    state_file = args.state_file or path + ".state"
     try:
-        written, timers = _read_state(args.state_file)
+        serving = _fifo_has_reader(path)
+    except OSError:
+        serving = False
+    try:
+        written, fifo, timers = _read_state(state_file)
     except FileNotFoundError:
-        print("filetimer: no state file at %s (is a server running with --state-file?)" % args.state_file,
-              file=sys.stderr)
-        return 1
+        written, fifo, timers = math.nan, os.path.abspath(path), []
     except (OSError, ValueError) as e:
-        print("filetimer: cannot read the state file %s: %s" % (args.state_file, e), file=sys.stderr)
-        return 1
+        print("filetimer: error: cannot read the state file %s: %s" % (state_file, e), file=sys.stderr)
+        return 2
+    if fifo != os.path.abspath(path):
+        print("filetimer: error: the state file %s belongs to %s, not to %s" % (state_file, fifo, path),
+              file=sys.stderr)
+        return 2
     now = time.time()
+    age = now - written
+    if not serving:  # the saved timers are history, not active
+        if args.json:
+            print(json.dumps({"fifo": path, "serving": False, "state_file": state_file,
+                              "written": None if math.isnan(written) else written, "timers": []}))
+        elif math.isnan(written):
+            print("no server is serving %s; no state file at %s" % (path, state_file))
+        else:
+            print("no server is serving %s; last known state written %.1f s ago (%d timer%s then)"
+                  % (path, age, len(timers), "" if len(timers) == 1 else "s"))
+        return 1
     timers.sort(key=lambda t: t.expiration_time)
     if args.json:
         rows = [{"pid": t.worker_pid, "scope": t.scope_id, "expiration_time": t.expiration_time,
                  "seconds_left": t.expiration_time - now, "signal": t.signal, "signal_name": _signal_name(t.signal)}
                 for t in timers]
-        print(json.dumps({"state_file": args.state_file, "written": written, "timers": rows}))
+        print(json.dumps({"fifo": path, "serving": True, "state_file": state_file,
+                          "written": None if math.isnan(written) else written, "timers": rows}))
         return 0
-    print("%d active timer%s (state written %.1f s ago)" % (len(timers), "" if len(timers) == 1 else "s",
-                                                             now - written))
+    if math.isnan(written):
+        print("a server is serving %s; it keeps no state file at %s, so its timers are unknown" % (path, state_file))
+        return 0
+    print("a server is serving %s: %d active timer%s (state written %.1f s ago)"
+          % (path, len(timers), "" if len(timers) == 1 else "s", age))
     if timers:
         width = max(5, *(len(t.scope_id) for t in timers))
         print("%8s  %-*s  %10s  %s" % ("PID", width, "SCOPE", "LEFT (s)", "SIGNAL"))
@@ -1302,9 +1684,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except BrokenPipeError as e:  # no server: a shell script may choose to carry on unguarded
+    except BrokenPipeError as e:  # no server reads the FIFO: a shell script may choose to carry on unguarded
         print("filetimer: error: %s" % e, file=sys.stderr)
-        return 3
+        return 2 if e.errno == errno.ENOENT else 3
     except (OSError, ValueError) as e:
         print("filetimer: error: %s" % e, file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ Run with ``python -m unittest -v``. No test asserts a tight time: waits are
 generous and timing figures live in benchmarks/.
 """
 
+import contextlib
+import faulthandler
 import importlib.util
 import json
 import os
@@ -23,6 +25,7 @@ from filetimer import FileTimerClient, FileTimerRequest, FileTimerServer
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
 SLACK = 10.0  # seconds: an upper bound for things that take milliseconds
+TIME_LIMIT = 60  # seconds: a test still running then fails instead of hanging the run (most take < 3 s)
 
 # A worker: argv[1] is the FIFO path; the code after the setup is the test's.
 WORKER = """
@@ -64,10 +67,46 @@ def wait_for(predicate, timeout=SLACK, interval=0.01):
         time.sleep(interval)
 
 
-class FiletimerTestCase(unittest.TestCase):
+def kill_group(pgid):
+    """SIGKILL what is left of a process group a test started (a session leader's pid)."""
+    if pgid > 1:  # never 0 (our own group), 1 or a negative number
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+class TimeLimitedTestCase(unittest.TestCase):
+    """A test that runs longer than TIME_LIMIT fails instead of hanging the run.
+
+    SIGALRM raises in the main thread, which breaks even a blocking os.open or
+    wait (PEP 475 retries a system call only when the handler returns). It
+    repeats every second, so a hang in a later subtest or cleanup is broken
+    too; faulthandler ends the run if even that does not help.
+    """
+
+    def setUp(self):
+        armed = [True]
+
+        def expire(signum, frame):
+            if armed[0]:
+                raise TimeoutError("test took longer than %d s" % TIME_LIMIT)
+
+        def disarm():
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            faulthandler.cancel_dump_traceback_later()
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        self.addCleanup(disarm)  # registered first, so it runs after every other cleanup
+        signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT, 1)
+        faulthandler.dump_traceback_later(TIME_LIMIT + 15, exit=True, file=sys.__stderr__)
+
+
+class FiletimerTestCase(TimeLimitedTestCase):
     """A temporary directory, a FIFO path in it, and cleanup of every child."""
 
     def setUp(self):
+        super().setUp()
         self.dir = tempfile.mkdtemp(prefix="filetimer-test-")
         self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.path = os.path.join(self.dir, "timer.fifo")
@@ -88,12 +127,18 @@ class FiletimerTestCase(unittest.TestCase):
         return server
 
     def spawn(self, args, **kwargs):
+        kwargs.setdefault("stdout", subprocess.DEVNULL)  # a leaked child must not hold the runner's stdout
         child = subprocess.Popen(args, env=kwargs.pop("env", ENV), **kwargs)
         self.addCleanup(self._reap, child)
         return child
 
-    def spawn_worker(self, code, path=None):
-        return self.spawn([sys.executable, "-c", WORKER + code, path or self.path])
+    def spawn_worker(self, code, path=None, **kwargs):
+        return self.spawn([sys.executable, "-c", WORKER + code, path or self.path], **kwargs)
+
+    def spawn_lingering_worker(self, code):
+        """A worker that runs code, prints "done", then stays alive until its stdin is closed."""
+        return self.spawn_worker(code + "print('done', flush=True)\nsys.stdin.read()\n",
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def spawn_sleeper(self):
         return self.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -123,7 +168,7 @@ class FiletimerTestCase(unittest.TestCase):
                 stream.close()
 
 
-class RequestTest(unittest.TestCase):
+class RequestTest(TimeLimitedTestCase):
     def test_json_round_trip_and_value_equality(self):
         request = FileTimerRequest(1234, "train.py#42", 1795000000.5, 9)
         line = request.to_json()
@@ -142,7 +187,8 @@ class RequestTest(unittest.TestCase):
         self.assertEqual(FileTimerRequest.from_json(line), FileTimerRequest(99, "s", 5, 0))
 
     def test_from_json_refuses_malformed_lines(self):
-        for line in ["", "[]", "{", '{"pid": 5}', b"\xff\xfe", "{" * 3000 + "}" * 3000]:
+        # 2000 levels fit in PIPE_BUF and exhaust the recursion limit of CPython 3.8 to 3.12 (not 3.13's).
+        for line in ["", "[]", "{", '{"pid": 5}', b"\xff\xfe", "{" * 3000 + "}" * 3000, "[" * 2000 + "]" * 2000]:
             with self.subTest(line=line[:20]):
                 self.assertRaises(ValueError, FileTimerRequest.from_json, line)
 
@@ -156,7 +202,7 @@ class DefaultPathTest(FiletimerTestCase):
         with mock.patch.dict(os.environ, cleared):
             self.assertEqual(
                 filetimer._resolve_path(None),
-                os.path.join(tempfile.gettempdir(), "filetimer-%d.fifo" % os.getuid()),
+                os.path.join(tempfile.gettempdir(), "filetimer-%d" % os.geteuid(), "filetimer.fifo"),
             )
             os.environ["XDG_RUNTIME_DIR"] = self.dir
             self.assertEqual(filetimer._resolve_path(None), os.path.join(self.dir, "filetimer.fifo"))
@@ -182,25 +228,36 @@ class WatchdogTest(FiletimerTestCase):
         worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
-        self.assertEqual(self.event_names(worker.pid), ["timer expired", "kill worker process"])
+        self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process"])
         self.assertEqual(server.timers(), [])
         server.stop()
         self.assertEqual(self.event_names()[0], "watchdog started")
         self.assertEqual(self.event_names()[-1], "watchdog stopped")
 
     def test_worker_that_finishes_in_time_is_not_killed(self):
+        # The worker lives on after releasing: its exit, which drops its timers too, must not hide a lost release.
         server = self.serve()
-        worker = self.spawn_worker("with filetimer.expires(after=5):\n    time.sleep(0.05)\n")
-        self.assertEqual(worker.wait(SLACK), 0)
+        worker = self.spawn_lingering_worker("with filetimer.expires(after=0.5):\n    time.sleep(0.05)\n")
+        self.assertEqual(worker.stdout.readline(), "done\n")
         self.assertTrue(wait_for(lambda: server.request_count == 2))
         self.assertEqual(server.timers(), [])
+        time.sleep(0.6)  # past the deadline
+        self.assertIsNone(worker.poll())
+        worker.stdin.close()
+        self.assertEqual(worker.wait(SLACK), 0)
         self.assertNotIn("kill worker process", self.event_names())
 
     def test_expires_as_a_decorator(self):
-        self.serve()
+        server = self.serve()
         worker = self.spawn_worker(
-            "@filetimer.expires(after=0.2)\ndef step(s):\n    time.sleep(s)\nstep(0.01)\nstep(60)\n"
+            "@filetimer.expires(after=0.2)\ndef step(s):\n    time.sleep(s)\n"
+            "step(0.01)\nprint('returned', flush=True)\nsys.stdin.read()\nstep(60)\n",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
+        self.assertEqual(worker.stdout.readline(), "returned\n")
+        self.assertTrue(wait_for(lambda: server.request_count == 2))  # the quick call armed and released a timer
+        self.assertEqual(server.timers(), [])
+        worker.stdin.close()  # on to the call that hangs
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
 
     def test_recursive_expires_re_acquires_the_scope(self):
@@ -213,15 +270,23 @@ class WatchdogTest(FiletimerTestCase):
         )
         self.assertEqual(worker.wait(SLACK), 0)
 
-    def test_re_acquiring_a_scope_replaces_its_deadline(self):
+    def test_re_acquiring_an_active_scope_replaces_its_deadline(self):
         server = self.serve()
+        sleeper = self.spawn_sleeper()
         with FileTimerClient(self.path) as client:
-            for after in (100, 200, 300):
-                with filetimer.expires(after, scope="same", client=client):
-                    floor = time.time() + after - 50
-                    self.assertTrue(wait_for(lambda floor=floor: [t.expiration_time > floor for t in server.timers()]
-                                             == [True]))
-            self.assertTrue(wait_for(lambda: server.timers() == []))
+            def acquire(after):
+                expiration = time.time() + after
+                client._send_request(FileTimerRequest(sleeper.pid, "same", expiration, signal.SIGKILL))
+                return expiration
+
+            expirations = []
+            for after in (1, 100, 50):  # armed, then later, then earlier: never released in between
+                expirations.append(acquire(after))
+                self.assertTrue(wait_for(lambda: [t.expiration_time for t in server.timers()] == expirations[-1:]))
+            time.sleep(max(0.0, expirations[0] + 0.3 - time.time()))
+            self.assertIsNone(sleeper.poll())  # the first deadline went with the timer it armed
+            acquire(0.2)
+            self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # and a short deadline replaces a long one
 
     def test_worker_that_exits_before_releasing_is_forgotten_unsignalled(self):
         sent = []
@@ -242,10 +307,14 @@ class WatchdogTest(FiletimerTestCase):
             "client = filetimer._configured_client\n"
             "for i in range(200):\n    client.acquire('s%d' % i, time.time() + 60)\n    client.release('s%d' % i)\n"
         )
-        workers = [self.spawn_worker(code) for _ in range(10)]
-        self.assertEqual([w.wait(SLACK * 3) for w in workers], [0] * 10)
+        workers = [self.spawn_lingering_worker(code) for _ in range(10)]
+        self.assertEqual([w.stdout.readline() for w in workers], ["done\n"] * 10)
         self.assertTrue(wait_for(lambda: server.request_count == 10 * 400))
-        self.assertEqual((server.rejected_count, server.timers()), (0, []))
+        self.assertEqual((server.rejected_count, server.timers()), (0, []))  # released, though all still run
+        self.assertEqual([w.poll() for w in workers], [None] * 10)
+        for w in workers:
+            w.stdin.close()
+        self.assertEqual([w.wait(SLACK) for w in workers], [0] * 10)
 
     def test_expired_signal_zero_timer_is_reported_once(self):
         server = self.serve(max_interval=0.02)
@@ -259,16 +328,22 @@ class WatchdogTest(FiletimerTestCase):
 
     def test_earliest_signalled_timer_decides_and_all_are_dropped(self):
         server = self.serve()
-        sleeper = self.spawn_sleeper()
+        worker = self.spawn_lingering_worker("signal.signal(signal.SIGTERM, lambda *_: print('TERM', flush=True))\n")
+        self.assertEqual(worker.stdout.readline(), "done\n")  # survives SIGTERM from here on
         now = time.time()
         server.register_timers([
-            FileTimerRequest(sleeper.pid, "a", now + 0.1, 0),
-            FileTimerRequest(sleeper.pid, "b", now + 0.1, signal.SIGTERM),
-            FileTimerRequest(sleeper.pid, "c", now + 60, signal.SIGKILL),
+            FileTimerRequest(worker.pid, "a", now + 0.1, 0),
+            FileTimerRequest(worker.pid, "b", now + 0.1, signal.SIGTERM),
+            FileTimerRequest(worker.pid, "c", now + 1, signal.SIGKILL),
         ])
-        self.assertEqual(sleeper.wait(SLACK), -signal.SIGTERM)
+        self.assertEqual(worker.stdout.readline(), "TERM\n")
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
-        self.assertEqual(server.timers(), [])
+        self.assertEqual(server.timers(), [])  # c too: reaping drops all the worker's timers
+        time.sleep(max(0.0, now + 1.5 - time.time()))  # past c's deadline
+        self.assertIsNone(worker.poll())
+        self.assertEqual(self.event_names(worker.pid), ["timer expired", "timer expired", "kill worker process"])
+        worker.stdin.close()
+        self.assertEqual((worker.stdout.read(), worker.wait(SLACK)), ("", 0))  # signalled once only
 
     def test_get_expired_timers_and_clear_timers(self):
         server = self.serve()
@@ -296,6 +371,7 @@ class LifecycleTest(FiletimerTestCase):
 
     def test_stop_is_prompt_with_no_client_and_leaves_no_thread(self):
         server = FileTimerServer(self.path, max_interval=10)
+        self.addCleanup(server.stop)
         server.start()
         started = time.monotonic()
         server.stop()
@@ -305,6 +381,7 @@ class LifecycleTest(FiletimerTestCase):
 
     def test_stop_without_start_and_twice(self):
         server = FileTimerServer(self.path)
+        self.addCleanup(server.stop)
         self.assertTrue(os.path.exists(self.path))
         server.stop()
         server.stop()
@@ -322,6 +399,7 @@ class LifecycleTest(FiletimerTestCase):
 
     def test_run_once_processes_pending_requests_then_stops(self):
         server = FileTimerServer(self.path, log_event=self.record)
+        self.addCleanup(server.stop)
         sleeper = self.spawn_sleeper()
         with FileTimerClient(self.path) as client:  # a client may write before start()
             client._send_request(FileTimerRequest(sleeper.pid, "late", time.time() - 1, signal.SIGTERM))
@@ -336,10 +414,11 @@ class LifecycleTest(FiletimerTestCase):
                 raise RuntimeError("callback bug")
 
         server = self.serve(log_event=explode)
-        worker = self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n")
         with self.assertLogs("filetimer", "ERROR"):
-            self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-            wait_for(lambda: server.timers() == [] and server.request_count == 1)
+            for count in (1, 2):  # and the next hung worker is killed too
+                worker = self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n")
+                self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+                self.assertTrue(wait_for(lambda count=count: server.timers() == [] and server.request_count == count))
             time.sleep(0.05)
 
 
@@ -348,8 +427,10 @@ class ClientTest(FiletimerTestCase):
         with FileTimerClient(self.path) as client:
             self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
         os.mkfifo(self.path)  # a FIFO nobody reads
-        with FileTimerClient(self.path) as client:
-            self.assertRaises(BrokenPipeError, client.release, "s")
+        for keep_open in (False, True):
+            with FileTimerClient(self.path, keep_open=keep_open) as client:
+                self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
+                client.release("s")  # quiet: with no server there is no timer to release
 
     def test_request_over_pipe_buf_is_refused_before_writing(self):
         server = self.serve()
@@ -359,13 +440,13 @@ class ClientTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: server.request_count == 1))
         self.assertEqual(server.rejected_count, 0)
 
-    def test_fifo_is_held_open_unless_keep_open_is_false(self):
+    def test_fifo_is_closed_after_each_request_unless_keep_open(self):
         server = self.serve()
-        with FileTimerClient(self.path) as held, FileTimerClient(self.path, keep_open=False) as closing:
-            held.release("a")
-            closing.release("b")
-            self.assertIsNotNone(held._fd)
+        with FileTimerClient(self.path) as closing, FileTimerClient(self.path, keep_open=True) as held:
+            closing.release("a")
+            held.release("b")
             self.assertIsNone(closing._fd)
+            self.assertIsNotNone(held._fd)
         self.assertTrue(wait_for(lambda: server.request_count == 2))
 
     def test_expires_without_a_client_raises(self):
@@ -477,6 +558,38 @@ class ForbiddenPidTest(FiletimerTestCase):
         self.assertEqual((kills, pidfd_signals), ([], []))
         self.assertNotIn("kill worker process", self.event_names())
 
+    # Each layer on its own, so that one guard cannot hide the loss of another.
+
+    def record_signals(self):
+        """Replace every way to send a signal with a recorder, for the rest of the test; return the record."""
+        sent = []
+        for name, module in (("kill", os), ("killpg", os), ("pidfd_send_signal", signal)):
+            patcher = mock.patch.object(module, name, lambda *args, name=name: sent.append((name, *args)), create=True)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        return sent
+
+    def test_signal_refuses_forbidden_pids_itself(self):
+        sent = self.record_signals()
+        server = FileTimerServer(self.path)
+        self.addCleanup(server.stop)
+        for pid in (1, 0, -1, os.getpid()):
+            for pidfd in (None, -1):  # -1: a pidfd that would go straight to the recording pidfd_send_signal
+                with self.subTest(pid=pid, pidfd=pidfd), self.assertLogs("filetimer", "WARNING"):
+                    self.assertIs(server._signal(filetimer._Worker(pid, pidfd, None), signal.SIGKILL), False)
+        self.assertEqual(sent, [])
+
+    def test_watch_refuses_forbidden_pids_itself(self):
+        sent = self.record_signals()
+        server = FileTimerServer(self.path)
+        self.addCleanup(server.stop)
+        with mock.patch.object(filetimer._Worker, "attach", return_value=None) as attach:
+            for pid in (1, 0, -1):
+                with self.subTest(pid=pid), self.assertLogs("filetimer", "WARNING"):
+                    self.assertIsNone(server._watch(FileTimerRequest(pid, "s", time.time() + 60, signal.SIGKILL)))
+        attach.assert_not_called()
+        self.assertEqual((server._workers, sent), ({}, []))
+
 
 REUSE = """
 import json, os, subprocess, sys, time
@@ -551,7 +664,7 @@ class FifoPathTest(FiletimerTestCase):
 
     def assert_refused(self, path):
         with self.assertRaises(FileExistsError) as caught:
-            FileTimerServer(path)
+            self.addCleanup(FileTimerServer(path).stop)  # only reached by a server that was not refused
         self.assertIn(path, str(caught.exception))
 
     def test_regular_file_directory_and_symlinks_are_left_alone(self):
@@ -579,7 +692,7 @@ class FifoPathTest(FiletimerTestCase):
     def test_fifo_of_a_live_server_is_refused_and_that_server_keeps_working(self):
         first = self.serve()
         with self.assertRaises(FileExistsError) as caught:
-            FileTimerServer(self.path)
+            self.addCleanup(FileTimerServer(self.path).stop)
         self.assertIn("already being served", str(caught.exception))
         with FileTimerClient(self.path) as client:
             client.release("still here")
@@ -588,8 +701,11 @@ class FifoPathTest(FiletimerTestCase):
     def test_stale_fifo_is_replaced(self):
         os.mkfifo(self.path, 0o644)
         os.chmod(self.path, 0o644)
+        stale = os.stat(self.path).st_ino
+        os.link(self.path, os.path.join(self.dir, "stale.fifo"))  # keeps the inode taken: it cannot be reused
         server = self.serve()
-        self.assertEqual(stat_mode(self.path), 0o600)  # a new FIFO, made by the server
+        self.assertNotEqual(os.stat(self.path).st_ino, stale)  # a new FIFO, made by the server
+        self.assertEqual(stat_mode(self.path), 0o600)
         with FileTimerClient(self.path) as client:
             client.release("x")
         self.assertTrue(wait_for(lambda: server.request_count == 1))
@@ -602,11 +718,14 @@ class FifoPathTest(FiletimerTestCase):
                     server = FileTimerServer(self.path, mode=mode)
                 finally:
                     os.umask(old)
-                self.assertEqual(stat_mode(self.path), mode)
-                server.stop()
+                try:
+                    self.assertEqual(stat_mode(self.path), mode)
+                finally:
+                    server.stop()
 
     def test_stop_removes_only_its_own_fifo(self):
         old = FileTimerServer(self.path)
+        self.addCleanup(old.stop)
         os.unlink(self.path)  # someone cleaned up, and a newer server took the path
         new = self.serve()
         old.stop()
@@ -657,16 +776,20 @@ class BackPressureAndRestartTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: command() == [sent, 0, 0]))
 
     def test_client_raises_broken_pipe_then_finds_a_restarted_server(self):
-        server, command = self.spawn_server()
-        with FileTimerClient(self.path) as client:
-            client.release("before")
-            self.assertTrue(wait_for(lambda: command() == [1, 0, 0]))
-            server.kill()
-            server.wait()
-            self.assertRaises(BrokenPipeError, client.release, "while down")
-            restarted = self.serve()
-            client.release("after")
-            self.assertTrue(wait_for(lambda: restarted.request_count == 1))
+        for keep_open in (False, True):
+            with self.subTest(keep_open=keep_open):
+                server, command = self.spawn_server()
+                with FileTimerClient(self.path, keep_open=keep_open) as client:
+                    client.release("before")
+                    self.assertTrue(wait_for(lambda command=command: command() == [1, 0, 0]))
+                    server.kill()
+                    server.wait()
+                    self.assertRaises(BrokenPipeError, client.acquire, "while down", time.time() + 60)
+                    client.release("while down")  # quiet: no server, no timer
+                    restarted = self.serve()
+                    client.release("after")
+                    self.assertTrue(wait_for(lambda restarted=restarted: restarted.request_count == 1))
+                    restarted.stop()
 
 
 class EscalationTest(FiletimerTestCase):
@@ -683,7 +806,7 @@ class EscalationTest(FiletimerTestCase):
         worker = self.spawn_worker(self.IGNORE_TERM)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "escalate worker process" in self.event_names()))
-        self.assertEqual(self.event_names(worker.pid), ["timer expired", "kill worker process",
+        self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process",
                                                         "escalate worker process"])
 
     def test_without_kill_after_a_worker_ignoring_sigterm_survives(self):
@@ -698,13 +821,14 @@ class EscalationTest(FiletimerTestCase):
         for exit_on_reap in (False, True):
             with self.subTest(exit_on_reap=exit_on_reap):
                 server, command = self.spawn_server(exit_on_reap=exit_on_reap)
-                self.assertEqual(self.spawn_worker(hang).wait(SLACK), -signal.SIGKILL)
-                if exit_on_reap:
-                    self.assertEqual(server.wait(SLACK), -signal.SIGKILL)
-                else:
-                    self.assertEqual(command()[0], 1)  # the acquire; the worker died holding it
-                    server.kill()
-                    server.wait()
+                try:
+                    self.assertEqual(self.spawn_worker(hang).wait(SLACK), -signal.SIGKILL)
+                    if exit_on_reap:
+                        self.assertEqual(server.wait(SLACK), -signal.SIGKILL)
+                    else:
+                        self.assertEqual(command()[0], 1)  # the acquire; the worker died holding it
+                finally:
+                    self._reap(server)  # so the next subtest gets the path
 
 
 class ClockStepTest(FiletimerTestCase):
@@ -714,16 +838,17 @@ class ClockStepTest(FiletimerTestCase):
         for step in (3600, -3600):
             with self.subTest(step=step):
                 server, command = self.spawn_server()
-                sleeper = self.spawn_sleeper()
-                with FileTimerClient(self.path) as client:
-                    client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 1.0, signal.SIGKILL))
-                self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
-                command("shift %d" % step)
-                time.sleep(0.4)
-                self.assertIsNone(sleeper.poll())  # not early
-                self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
-                server.kill()
-                server.wait()
+                try:
+                    sleeper = self.spawn_sleeper()
+                    with FileTimerClient(self.path) as client:
+                        client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 1.0, signal.SIGKILL))
+                    self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
+                    command("shift %d" % step)
+                    time.sleep(0.4)
+                    self.assertIsNone(sleeper.poll())  # not early
+                    self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
+                finally:
+                    self._reap(server)  # so the next subtest gets the path
 
 
 TORCH_WORKER = """
@@ -754,16 +879,26 @@ class TorchInteropTest(FiletimerTestCase):
         self.assertEqual(worker.wait(SLACK * 3), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names(worker.pid)))
 
-    def test_our_worker_is_killed_by_torch_server(self):
-        # torch's server SIGKILLs its own process after reaping, so it runs in a child;
-        # it only checks deadlines at end-of-file, so our client must not hold the pipe.
+    def start_torch_server(self):
+        # torch's server SIGKILLs its own process after reaping, so it runs in a child.
         server = self.spawn([sys.executable, "-c", TORCH_SERVER, self.path], stdout=subprocess.PIPE, text=True)
         self.assertEqual(server.stdout.readline().strip(), "ready")
-        worker = self.spawn_worker(
-            "filetimer.configure(filetimer.FileTimerClient(path, keep_open=False))\n"
-            "with filetimer.expires(after=0.2):\n    time.sleep(60)\n"
-        )
+        return server
+
+    def test_our_worker_with_default_arguments_is_killed_by_torch_server(self):
+        # torch's server checks deadlines only when its pipe reaches end-of-file: a client
+        # holding the FIFO open would freeze it. Ours closes after each request by default.
+        self.start_torch_server()
+        worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
         self.assertEqual(worker.wait(SLACK * 3), -signal.SIGKILL)
+
+    def test_torch_server_still_reaps_other_workers_while_ours_are_connected(self):
+        self.start_torch_server()
+        ours = self.spawn_lingering_worker("filetimer._configured_client.acquire('long', time.time() + 600)\n")
+        self.assertEqual(ours.stdout.readline().strip(), "done")
+        theirs = self.spawn([sys.executable, "-c", TORCH_WORKER, self.path])
+        self.assertEqual(theirs.wait(SLACK * 3), -signal.SIGKILL)
+        self.assertIsNone(ours.poll())
 
 
 class ShellTest(FiletimerTestCase):
@@ -771,7 +906,11 @@ class ShellTest(FiletimerTestCase):
 
     def shell(self, script):
         cli = "%s -m filetimer" % sys.executable
-        return self.spawn(["sh", "-c", script.replace("FT", cli).replace("PATH_", self.path)])
+        # In a session of its own: the children the killed shell leaves behind (its sleep 60) go with its group.
+        child = self.spawn(["sh", "-c", script.replace("FT", cli).replace("PATH_", self.path)],
+                           start_new_session=True)
+        self.addCleanup(kill_group, child.pid)  # the group outlives the shell while its children live
+        return child
 
     def test_a_hung_guarded_shell_script_is_killed(self):
         self.serve()
@@ -808,7 +947,7 @@ class ShellTest(FiletimerTestCase):
             "missing scope": (2, ["release"]),
             "forbidden pid": (2, ["release", "--scope", "s", "--pid", "1"]),
             "no such process": (2, ["release", "--scope", "s", "--pid", str(2**22 + 1)]),
-            "no server": (3, ["acquire", "--scope", "s", "--after", "1", "--path", os.path.join(self.dir, "none")]),
+            "missing FIFO": (2, ["acquire", "--scope", "s", "--after", "1", "--path", os.path.join(self.dir, "none")]),
         }
         for name, (status, args) in cases.items():
             with self.subTest(name):
@@ -844,14 +983,48 @@ class StateFileTest(FiletimerTestCase):
 
     def saved(self):
         try:
-            return filetimer._read_state(self.state)[1]
+            return filetimer._read_state(self.state)[2]
         except FileNotFoundError:
             return []
+
+    def test_a_write_is_a_synced_temporary_file_renamed_over_the_old_one(self):
+        filetimer._write_state(self.state, self.path, [])
+        with open(self.state, "rb") as f:
+            old_content = f.read()
+        old_inode = os.stat(self.state).st_ino
+        calls = []
+        fsync, replace = os.fsync, os.replace
+
+        def record_fsync(fd):
+            calls.append(("fsync", os.fstat(fd).st_ino, os.fstat(fd).st_size))
+            return fsync(fd)
+
+        def record_replace(source, target, **kwargs):
+            calls.append(("replace", os.stat(source).st_ino, source, target))
+            return replace(source, target, **kwargs)
+
+        with mock.patch.object(os, "fsync", side_effect=record_fsync), \
+                mock.patch.object(os, "replace", side_effect=record_replace), open(self.state, "rb") as reader:
+            filetimer._write_state(self.state, self.path, [FileTimerRequest(4242, "s", 1795000000.5, 9)])
+            self.assertEqual(reader.read(), old_content)  # a reader of the old file still reads all of it
+        replaces = [call for call in calls if call[0] == "replace"]
+        self.assertEqual(len(replaces), 1, calls)
+        _, inode, source, target = replaces[0]
+        self.assertEqual((os.path.dirname(source), target), (self.dir, self.state))  # self.dir is absolute
+        self.assertNotEqual(source, self.state)
+        # The whole new file was synced before it was renamed into place, and it is what is there now.
+        size = os.stat(self.state).st_size
+        self.assertIn(("fsync", inode, size), calls[:calls.index(replaces[0])])
+        self.assertEqual(os.stat(self.state).st_ino, inode)
+        self.assertNotEqual(inode, old_inode)  # not written in place
+        self.assertEqual([t.scope_id for t in self.saved()], ["s"])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["timers.state"])
 
     def test_at_most_ten_writes_a_second(self):
         writes = []
         real = filetimer._write_state
-        with mock.patch.object(filetimer, "_write_state", lambda path, timers: (writes.append(1), real(path, timers))):
+        with mock.patch.object(filetimer, "_write_state",
+                               lambda path, fifo, timers: (writes.append(1), real(path, fifo, timers))):
             server = self.serve(state_file=self.state)
             sleeper = self.spawn_sleeper()
             started = time.monotonic()
@@ -878,7 +1051,7 @@ class StateFileTest(FiletimerTestCase):
         sleeper, gone = self.spawn_sleeper(), self.spawn_sleeper()
         far = time.time() + 600
         identity = filetimer._process_start_time(sleeper.pid)
-        filetimer._write_state(self.state, [
+        filetimer._write_state(self.state, self.path, [
             FileTimerRequest(sleeper.pid, "kept", far, 9, start_time=identity),
             FileTimerRequest(gone.pid, "exited", far, 9),
             FileTimerRequest(sleeper.pid, "other process", far, 9, start_time=(identity or 0) + 1),
@@ -889,20 +1062,38 @@ class StateFileTest(FiletimerTestCase):
         self.assertEqual([t.scope_id for t in server.timers()], ["kept"])
         self.assertEqual(server.request_count, 0)
 
-    def test_corrupt_truncated_or_foreign_state_files_are_moved_aside(self):
-        good = b'{"format": "filetimer-state", "version": 1, "written": 1, "timers": []}'
-        for name, content in {"corrupt": b"\x00garbage", "truncated": good[:40], "foreign": b'{"timers": []}',
-                              "bad timer": good.replace(b"[]", b'[{"pid": "x"}]')}.items():
+    def test_corrupt_or_truncated_state_files_are_moved_aside(self):
+        good = ('{"format": "filetimer-state", "version": 1, "fifo": %s, "written": 1, "timers": []}'
+                % json.dumps(self.path)).encode()
+        deep = 100000  # beyond the recursion limit of every CPython, 3.13 included
+        for name, content in {"corrupt": good[:30] + b"\x00garbage", "truncated": good[:40],
+                              "bad timer": good.replace(b"[]", b'[{"pid": "x"}]'),
+                              "no fifo": good.replace(b'"fifo"', b'"pipe"'),
+                              "nested too deeply": good.replace(b"[]", b"[" * deep + b"]" * deep)}.items():
             with self.subTest(name):
                 with open(self.state, "wb") as f:
                     f.write(content)
                 with self.assertLogs("filetimer", "ERROR"):
                     server = FileTimerServer(self.path, state_file=self.state)
-                self.assertEqual(server.timers(), [])
-                with open(self.state + ".bad", "rb") as f:
+                try:
+                    self.assertEqual(server.timers(), [])
+                    with open(self.state + ".bad", "rb") as f:
+                        self.assertEqual(f.read(), content)
+                    self.assertFalse(os.path.exists(self.state))
+                finally:
+                    server.stop()
+
+    def test_a_file_that_is_not_a_state_file_is_refused_untouched(self):
+        for content in (b"", b"my notes\n", b'{"timers": []}', b"\x00garbage"):
+            with self.subTest(content=content):
+                with open(self.state, "wb") as f:
+                    f.write(content)
+                with self.assertRaises(FileExistsError) as caught:
+                    self.addCleanup(FileTimerServer(self.path, state_file=self.state).stop)
+                self.assertIn(self.state, str(caught.exception))
+                with open(self.state, "rb") as f:
                     self.assertEqual(f.read(), content)
-                self.assertFalse(os.path.exists(self.state))
-                server.stop()
+                self.assertEqual(sorted(os.listdir(self.dir)), ["timers.state"])  # no FIFO made, nothing renamed
 
     def test_a_failing_state_write_is_logged_and_stop_still_cleans_up(self):
         server = self.serve(state_file=self.state)
@@ -916,29 +1107,9 @@ class StateFileTest(FiletimerTestCase):
         os.mkdir(self.state)
         for path in (self.state, os.path.join(self.dir, "missing", "x.state")):
             with self.subTest(path=path), self.assertRaises(OSError) as caught:
-                FileTimerServer(self.path, state_file=path)
+                self.addCleanup(FileTimerServer(self.path, state_file=path).stop)
             self.assertIn(path if path == self.state else os.path.dirname(path), str(caught.exception))
         self.assertFalse(os.path.exists(self.path))  # refused before the FIFO was made
-
-    def test_status_lists_the_timers_as_a_table_and_as_json(self):
-        sleeper = self.spawn_sleeper()
-        filetimer._write_state(self.state, [FileTimerRequest(sleeper.pid, "train", time.time() + 100, 15)])
-        table = subprocess.run([sys.executable, "-m", "filetimer", "status", "--state-file", self.state],
-                               env=ENV, capture_output=True, text=True, timeout=SLACK)
-        self.assertEqual(table.returncode, 0, table.stderr)
-        self.assertIn("1 active timer", table.stdout)
-        row = table.stdout.splitlines()[-1].split()
-        self.assertEqual((row[0], row[1], row[3]), (str(sleeper.pid), "train", "SIGTERM"))
-        self.assertTrue(90 < float(row[2]) <= 100)
-        listing = subprocess.run([sys.executable, "-m", "filetimer", "status", "--json", "--state-file", self.state],
-                                 env=ENV, capture_output=True, text=True, timeout=SLACK)
-        timer, = json.loads(listing.stdout)["timers"]
-        self.assertEqual((timer["pid"], timer["scope"], timer["signal"], timer["signal_name"]),
-                         (sleeper.pid, "train", 15, "SIGTERM"))
-        missing = subprocess.run([sys.executable, "-m", "filetimer", "status", "--state-file", self.state + ".no"],
-                                 env=ENV, capture_output=True, text=True, timeout=SLACK)
-        self.assertEqual(missing.returncode, 1)
-        self.assertEqual(len(missing.stderr.strip().splitlines()), 1)
 
 
 class CommandLineTest(FiletimerTestCase):
@@ -956,12 +1127,15 @@ class CommandLineTest(FiletimerTestCase):
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             with self.subTest(signal=stop_signal):
                 server = self.start_cli("--max-interval", "5")
-                worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
-                self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-                server.send_signal(stop_signal)
-                self.assertEqual(server.wait(SLACK), 0)
-                self.assertFalse(os.path.exists(self.path))
-                self.assertIn("kill worker process", server.stderr.read())
+                try:
+                    worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
+                    self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+                    server.send_signal(stop_signal)
+                    self.assertEqual(server.wait(SLACK), 0)
+                    self.assertFalse(os.path.exists(self.path))
+                    self.assertIn("kill worker process", server.stderr.read())
+                finally:
+                    self._reap(server)  # so the next subtest gets the path
 
     def test_serve_json_events(self):
         server = self.spawn([sys.executable, "-m", "filetimer", "serve", self.path, "--events", "json",
@@ -969,7 +1143,7 @@ class CommandLineTest(FiletimerTestCase):
         started = json.loads(server.stdout.readline())
         self.assertEqual((started["event"], started["run_id"]), ("watchdog started", "r1"))
         worker = self.spawn_worker("with filetimer.expires(after=0.1, scope='step'):\n    time.sleep(60)\n")
-        worker.wait(SLACK)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         expired = json.loads(server.stdout.readline())
         self.assertEqual((expired["event"], expired["pid"], expired["scope"], expired["signal"]),
                          ("timer expired", worker.pid, "step", 9))
@@ -1004,6 +1178,597 @@ class CommandLineTest(FiletimerTestCase):
         self.assertIn("serve", self.run_cli("--help").stdout)
         self.assertIn("--kill-after", self.run_cli("serve", "--help").stdout)
         self.assertEqual(self.run_cli("--version").stdout.strip(), "filetimer " + filetimer.__version__)
+
+
+class ForkSafetyTest(FiletimerTestCase):
+    """A forked child can use an inherited client at once, whatever another thread was doing."""
+
+    FORKS = """
+import threading
+keep_open = sys.argv[2] == "keep_open"
+client = filetimer.FileTimerClient(path, keep_open=keep_open, dump_stacks=False)
+stop = False
+def hammer():
+    while not stop:
+        client.acquire("hammer", time.time() + 600)
+        client.release("hammer")
+thread = threading.Thread(target=hammer)
+thread.start()
+hung = 0
+for i in range(150):
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(3)  # a child stuck on an inherited lock dies of SIGALRM
+        client.acquire("child", time.time() + 600)
+        client.release("child")
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    hung += status != 0
+    if hung == 3:
+        break
+stop = True
+thread.join()
+print(hung, flush=True)
+"""
+
+    def test_forks_under_a_hammering_thread_leave_no_child_hung(self):
+        # 150 forks with each kind of client, 300 in all; on a client without fork safety most children hang.
+        server = self.serve()
+        for mode in ("default", "keep_open"):
+            with self.subTest(mode=mode):
+                worker = self.spawn([sys.executable, "-c", "import os, signal, sys, time, filetimer\npath = "
+                                     "sys.argv[1]\n" + self.FORKS, self.path, mode], stdout=subprocess.PIPE, text=True)
+                out, _ = worker.communicate(timeout=SLACK * 6)
+                self.assertEqual((worker.returncode, out.strip()), (0, "0"))
+        self.assertEqual(server.rejected_count, 0)
+
+
+class ExpiresShapesTest(FiletimerTestCase):
+    """Every shape of expires is guarded: async, threads, nesting, progress, no server."""
+
+    def hang_worker(self, code):
+        worker = self.spawn_worker(code)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+
+    def test_async_def_and_async_with_are_guarded(self):
+        self.serve()
+        for code in (
+            "import asyncio\n@filetimer.expires(after=0.2)\nasync def step():\n    time.sleep(60)\n"
+            "asyncio.run(step())\n",
+            "import asyncio\nasync def step():\n    async with filetimer.expires(after=0.2):\n        time.sleep(60)\n"
+            "asyncio.run(step())\n",
+        ):
+            with self.subTest(code=code.splitlines()[1]):
+                self.hang_worker(code)
+
+    def test_two_tasks_on_one_line_get_two_timers(self):
+        self.serve()
+        self.hang_worker(
+            "import asyncio\n@filetimer.expires(after=0.3)\nasync def step(seconds):\n"
+            "    await asyncio.sleep(seconds)\n"
+            "async def main():\n    await asyncio.gather(step(60), step(0.01))\n    time.sleep(60)\n"
+            "asyncio.run(main())\n"
+        )
+
+    def test_an_async_function_that_finishes_is_released(self):
+        server = self.serve()
+        worker = self.spawn_worker(
+            "import asyncio\n@filetimer.expires(after=0.2)\nasync def step():\n    await asyncio.sleep(0.01)\n"
+            "    return 7\nassert asyncio.run(step()) == 7\ntime.sleep(0.5)\n"
+        )
+        self.assertEqual(worker.wait(SLACK), 0)
+        self.assertEqual(server.request_count, 2)
+
+    def test_generator_functions_are_refused(self):
+        def numbers():
+            yield 1
+
+        async def agen():
+            yield 1
+
+        for func in (numbers, agen):
+            with self.subTest(func=func.__name__), self.assertRaises(TypeError) as caught:
+                filetimer.expires(after=1)(func)
+            self.assertIn("loop body", str(caught.exception))
+
+    def test_two_threads_on_one_line_get_two_timers(self):
+        self.serve()
+        self.hang_worker(
+            "import threading\ndef step(seconds):\n    with filetimer.expires(after=0.3):\n"
+            "        time.sleep(seconds)\n"
+            "hung = threading.Thread(target=step, args=(60,), daemon=True)\nhung.start()\n"
+            "time.sleep(0.05)\nstep(0.01)\ntime.sleep(60)\n"
+        )
+
+    def test_an_enclosing_block_of_the_same_scope_is_guarded_after_the_inner_exit(self):
+        self.serve()
+        for scope in ("None", "'explicit'"):
+            with self.subTest(scope=scope):
+                self.hang_worker(
+                    "def f(n):\n    with filetimer.expires(after=0.3, scope=%s):\n        if n:\n"
+                    "            f(n - 1)\n            time.sleep(60)\nf(1)\n" % scope
+                )
+
+    def test_recursion_spares_what_torch_spares_and_kills_what_it_kills(self):
+        # torch's test_get_timer_recursive, with 10x its times: each level is quick, the whole is not.
+        server = self.serve()
+        spared = self.spawn_worker(
+            "def f(n):\n    if n:\n        with filetimer.expires(after=1.0):\n            f(n - 1)\n"
+            "            time.sleep(0.5)\nf(4)\n"
+        )
+        self.assertEqual(spared.wait(SLACK), 0)
+        self.assertEqual(server.timers(), [])
+        self.hang_worker(
+            "def f(n):\n    if n:\n        with filetimer.expires(after=0.3):\n            f(n - 1)\n"
+            "            time.sleep(3)\nf(4)\n"
+        )
+
+    def test_reset_is_a_progress_watchdog(self):
+        server = self.serve()
+        progress = self.spawn_worker(
+            "with filetimer.expires(after=0.5) as timer:\n    for _ in range(8):\n        time.sleep(0.15)\n"
+            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.8)\n"
+        )
+        self.assertEqual(progress.wait(SLACK), 0)
+        self.assertEqual(server.request_count, 1 + 8 + 1 + 1)
+        self.hang_worker("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
+
+    def test_release_without_a_server_is_quiet_and_acquire_raises(self):
+        server, _ = self.spawn_server()
+        worker = self.spawn(
+            [sys.executable, "-c", "import os, signal, sys, time, filetimer\npath = sys.argv[1]\n"
+             "filetimer.configure(filetimer.FileTimerClient(path))\n"
+             "with filetimer.expires(after=30):\n    sys.stdin.readline()\nprint('released', flush=True)\n"
+             "try:\n    filetimer._configured_client.acquire('again', time.time() + 30)\n"
+             "except BrokenPipeError:\n    print('unguarded', flush=True)\n", self.path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)  # armed
+        server.kill()
+        server.wait()
+        out, err = worker.communicate("go\n", timeout=SLACK)
+        self.assertEqual((worker.returncode, out.split()), (0, ["released", "unguarded"]), err)
+        self.assertNotIn("Traceback", err)
+
+
+class StackDumpTest(FiletimerTestCase):
+    """A hung worker's Python stacks reach its stderr before it is killed."""
+
+    THREADS = """
+import threading
+def parked_in_a_lock():
+    threading.Event().wait()
+def parked_in_sleep():
+    time.sleep(60)
+for target in (parked_in_a_lock, parked_in_sleep):
+    threading.Thread(target=target, daemon=True).start()
+def the_hung_step():
+    with filetimer.expires(after=0.2):
+        time.sleep(60)
+the_hung_step()
+"""
+
+    def run_hung(self, code, **server_options):
+        self.serve(**server_options)
+        worker = self.spawn_worker_with_stderr(code)
+        _, err = worker.communicate(timeout=SLACK)
+        self.assertEqual(worker.returncode, -signal.SIGKILL)
+        return err
+
+    def spawn_worker_with_stderr(self, code):
+        return self.spawn([sys.executable, "-c", WORKER + code, self.path], stderr=subprocess.PIPE, text=True)
+
+    def test_every_thread_is_dumped_before_the_kill(self):
+        err = self.run_hung(self.THREADS)
+        for frame in ("parked_in_a_lock", "parked_in_sleep", "the_hung_step"):
+            self.assertIn(frame, err)
+        self.assertEqual(err.count("hread 0x"), 3, err)  # "Thread 0x..." and "Current thread 0x..."
+        self.assertIn("dump worker stacks", self.event_names())
+
+    def test_a_hang_in_c_code_holding_the_gil_is_dumped(self):
+        err = self.run_hung(
+            "import re\ndef backtracking_forever():\n    with filetimer.expires(after=0.3):\n"
+            "        re.match(r'(a+)+$', 'a' * 40 + 'b')\nbacktracking_forever()\n"
+        )
+        self.assertIn("backtracking_forever", err)
+
+    def test_opting_out_on_either_side_kills_without_a_dump(self):
+        for i, (client_option, server_option) in enumerate((("dump_stacks=False", {}), ("", {"dump_grace": 0}))):
+            with self.subTest(client=client_option, server=server_option):
+                self.events.clear()
+                self.path = os.path.join(self.dir, "%d.fifo" % i)
+                code = ("filetimer.configure(filetimer.FileTimerClient(path, %s))\n" % client_option
+                        + self.THREADS)
+                err = self.run_hung(code, **server_option)
+                self.assertNotIn("parked_in_sleep", err)
+                self.assertNotIn("dump worker stacks", self.event_names())
+
+    def test_an_application_handler_of_the_dump_signal_is_left_alone(self):
+        err = self.run_hung(
+            "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', file=sys.stderr))\n"
+            "filetimer.configure(filetimer.FileTimerClient(path))\n" + self.THREADS
+        )
+        self.assertNotIn("application handler ran", err)
+        self.assertNotIn("parked_in_sleep", err)
+        self.assertNotIn("dump worker stacks", self.event_names())
+
+
+def alive(pid, start_time):
+    """Whether the process that had this start time still runs (a zombie does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and int(fields[19]) == start_time
+
+
+@unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
+class ProcessTreeTest(FiletimerTestCase):
+    """A SIGKILL reap takes the worker's descendants; a catchable signal goes to the worker alone."""
+
+    def descendants_of(self, pid):
+        found, todo = {}, [pid]
+        while todo:
+            parent = todo.pop()
+            for child in filetimer._children(parent):
+                found[child] = filetimer._process_start_time(child)
+                todo.append(child)
+        return found
+
+    def spawn_tree(self, code, signal_name="KILL"):
+        script = ("import subprocess\nfiletimer.configure(filetimer.FileTimerClient(path, signal=signal.SIG%s))\n"
+                  % signal_name + code + "print('ready', flush=True)\n"
+                  "with filetimer.expires(after=0.8):\n    time.sleep(60)\n")
+        worker = self.spawn([sys.executable, "-c", WORKER + script, self.path], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(worker.stdout.readline().strip(), "ready")
+        return worker
+
+    def kill_leftovers(self, tree):
+        for pid, start in tree.items():
+            if alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
+
+    def test_sigkill_takes_children_grandchildren_and_chains(self):
+        # The issue's shape: 50 children and 10 chains of 6 descendants, 110 in all.
+        chain = os.path.join(self.dir, "chain.sh")
+        with open(chain, "w") as f:
+            f.write('if [ "$1" -gt 0 ]; then sh "$0" $(($1 - 1)) & else sleep 600 & fi; wait\n')
+        self.serve()
+        code = ("procs = [subprocess.Popen(['sleep', '600']) for _ in range(50)]\n"
+                "procs += [subprocess.Popen(['sh', %r, '4']) for _ in range(10)]\n"
+                "def count(pid):\n    return sum(1 + count(c) for c in filetimer._children(pid))\n"
+                "while count(os.getpid()) < 110:\n    time.sleep(0.01)\n" % chain)
+        worker = self.spawn_tree(code)
+        tree = self.descendants_of(worker.pid)
+        self.addCleanup(self.kill_leftovers, tree)
+        self.assertEqual(len(tree), 110)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
+                        [pid for pid, start in tree.items() if alive(pid, start)])
+
+    def test_a_catchable_signal_leaves_the_children_to_the_worker(self):
+        self.serve()
+        worker = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n", signal_name="TERM")
+        tree = self.descendants_of(worker.pid)
+        self.addCleanup(self.kill_leftovers, tree)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
+        time.sleep(0.2)
+        self.assertEqual([alive(pid, start) for pid, start in tree.items()], [True])
+
+    def test_kill_tree_false_kills_the_worker_alone(self):
+        self.serve(kill_tree=False)
+        worker = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n")
+        tree = self.descendants_of(worker.pid)
+        self.addCleanup(self.kill_leftovers, tree)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        time.sleep(0.2)
+        self.assertEqual([alive(pid, start) for pid, start in tree.items()], [True])
+
+    def test_a_tree_that_keeps_forking_during_the_kill_leaves_nothing(self):
+        self.serve()
+        marker = "600.%d" % os.getpid()
+        self.addCleanup(kill_marked, marker)  # only if the test fails: they are all ours
+        code = ("spawner = subprocess.Popen(['sh', '-c', 'i=0; while [ $i -lt 2000 ]; do sleep %s & "
+                "i=$((i+1)); done; wait'])\ntime.sleep(0.2)\n" % marker)
+        worker = self.spawn_tree(code)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not marked(marker)), marked(marker))
+
+    def test_the_server_and_its_ancestors_are_never_part_of_a_tree(self):
+        # The worker is this test's parent, so this process (the server's) is in its tree. Every signal is a
+        # recorder: nothing is really stopped or killed.
+        server = self.serve()
+        signals, attached = [], []
+        real_attach = filetimer._Worker.attach
+
+        def attach(pid, start_time):
+            attached.append(pid)
+            return real_attach(pid, start_time)
+
+        worker = filetimer._Worker.attach(os.getppid(), None)
+        self.addCleanup(worker.close)
+        with mock.patch("os.kill", lambda pid, sig: signals.append((pid, sig))), \
+                mock.patch.object(filetimer.signal, "pidfd_send_signal", lambda fd, sig: signals.append((fd, sig)),
+                                  create=True), \
+                mock.patch.object(filetimer._Worker, "attach", attach):
+            server._kill_process_tree(worker)
+        self.assertIn(os.getpid(), filetimer._children(os.getppid()))
+        self.assertNotIn(os.getpid(), attached)
+        self.assertEqual(signals[0], (worker.pidfd or worker.pid, signal.SIGSTOP))
+        self.assertIn((worker.pidfd or worker.pid, signal.SIGKILL), signals)
+
+    def test_a_hung_shell_script_leaves_no_orphan(self):
+        self.serve()
+        marker = "600.%d1" % os.getpid()
+        self.addCleanup(kill_marked, marker)
+        script = self.spawn(["sh", "-c", "%s -m filetimer acquire --scope step --after 0.5 --path %s && sleep %s"
+                             % (sys.executable, self.path, marker)])
+        self.assertEqual(script.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not marked(marker)), marked(marker))
+
+
+def marked(marker):
+    """Live processes (not zombies) with ``marker`` in their command line: a test's own descendants."""
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+        except OSError:
+            continue
+        start = filetimer._process_start_time(int(entry))
+        if start is not None and alive(int(entry), start):
+            found[int(entry)] = start
+    return found
+
+
+def kill_marked(marker):
+    for _ in range(3):  # a spawner may still be forking
+        for pid, start in marked(marker).items():
+            if alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+NOBODY = 65534
+
+
+def cli(*args, **kwargs):
+    kwargs.setdefault("timeout", SLACK * 3)
+    return subprocess.run([sys.executable, "-m", "filetimer", *args], env=kwargs.pop("env", ENV),
+                          capture_output=True, text=True, **kwargs)
+
+
+class SharedMachineTest(FiletimerTestCase):
+    """Safety rules on a machine shared by several users: no request reaches another user's FIFO."""
+
+    def as_root(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to make files of another user")
+
+    def test_the_client_refuses_a_fifo_of_another_user_before_writing(self):
+        self.as_root()
+        server = self.serve()
+        os.chown(self.path, NOBODY, -1)
+        with FileTimerClient(self.path) as client, self.assertRaises(PermissionError) as caught:
+            client.acquire("s", time.time() + 60)
+        self.assertIn(self.path, str(caught.exception))
+        self.assertIn("nobody", str(caught.exception))
+        with FileTimerClient(self.path, keep_open=True) as client:
+            self.assertRaises(PermissionError, client.release, "s")
+        time.sleep(0.2)
+        self.assertEqual((server.request_count, server.rejected_count), (0, 0))
+
+    def test_an_unwritable_fifo_is_exit_2_not_no_server(self):
+        self.as_root()
+        self.serve()  # root's FIFO, mode 0600: nobody may not write it
+        os.chmod(self.dir, 0o755)
+        read_end, write_end = os.pipe()
+        pid = os.fork()  # as nobody, in a child of this process (nobody may not read this interpreter's files)
+        if pid == 0:
+            try:
+                os.dup2(write_end, 2)
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                sys.stderr = os.fdopen(2, "w")
+                code = filetimer.main(["acquire", "--scope", "s", "--after", "60", "--pid", str(os.getppid()),
+                                       "--path", self.path])
+                sys.stderr.flush()
+            finally:
+                os._exit(locals().get("code", 99))
+        os.close(write_end)
+        with os.fdopen(read_end) as f:
+            err = f.read()
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode")
+                         else status >> 8, 2, err)
+        self.assertIn(self.path, err)
+
+    def test_the_server_refuses_a_fifo_or_directory_of_another_user(self):
+        self.as_root()
+        os.mkfifo(self.path)
+        os.chown(self.path, NOBODY, -1)
+        with self.assertRaises(PermissionError) as caught:
+            FileTimerServer(self.path)
+        self.assertIn(self.path, str(caught.exception))
+        self.assertEqual(os.stat(self.path).st_uid, NOBODY)  # left alone
+        theirs = os.path.join(self.dir, "theirs")
+        os.mkdir(theirs)
+        os.chown(theirs, NOBODY, -1)
+        with self.assertRaises(PermissionError) as caught:
+            FileTimerServer(os.path.join(theirs, "x.fifo"))
+        self.assertIn(theirs, str(caught.exception))
+        shared = os.path.join(self.dir, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)  # anyone may replace a file in it
+        self.assertRaises(PermissionError, FileTimerServer, os.path.join(shared, "x.fifo"))
+        result = cli("serve", os.path.join(theirs, "x.fifo"))
+        self.assertEqual(result.returncode, 2)
+        self.assertIn(theirs, result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_the_default_path_is_in_a_private_directory(self):
+        environment = {"XDG_RUNTIME_DIR": "", "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}
+        with mock.patch.dict(os.environ, environment), mock.patch.object(tempfile, "tempdir", self.dir):
+            private = os.path.join(self.dir, "filetimer-%d" % os.geteuid())
+            self.assertEqual(filetimer._resolve_path(None), os.path.join(private, "filetimer.fifo"))
+            server = self.serve(file_path=None)
+            self.assertEqual(server.file_path, os.path.join(private, "filetimer.fifo"))
+            self.assertEqual(os.stat(private).st_mode & 0o777, 0o700)
+            with FileTimerClient() as client:
+                client.release("x")
+            self.assertTrue(wait_for(lambda: server.request_count == 1))
+            server.stop()
+            for mode in (0o755, 0o770, 0o703):
+                with self.subTest(mode=oct(mode)):
+                    os.chmod(private, mode)
+                    with self.assertRaises(PermissionError) as caught:
+                        FileTimerServer(None)
+                    self.assertIn(private, str(caught.exception))
+            os.chmod(private, 0o700)
+            if os.geteuid() == 0:
+                os.chown(private, NOBODY, -1)
+                self.assertRaises(PermissionError, FileTimerServer, None)
+
+    def test_a_mode_that_lets_others_write_is_refused(self):
+        for mode in (0o602, 0o666, 0o777):
+            with self.subTest(mode=oct(mode)):
+                self.assertRaises(ValueError, FileTimerServer, self.path, mode=mode)
+        self.assertFalse(os.path.exists(self.path))
+        result = cli("serve", self.path, "--mode", "666")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        server = self.serve(mode=0o620)  # the group may
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o620)
+        server.stop()
+
+
+class StatePerFifoTest(FiletimerTestCase):
+    """serve keeps its state beside its FIFO; no server restores or replaces another's state."""
+
+    def start_cli(self, path, *args):
+        child = self.spawn([sys.executable, "-m", "filetimer", "serve", path, "--max-interval", "0.1", *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = child.stdout.readline()
+        self.assertIn("serving " + path, line)
+        return child
+
+    def test_two_servers_crash_and_restart_without_mixing_timers(self):
+        paths = [os.path.join(self.dir, name) for name in ("a.fifo", "b.fifo")]
+        servers = [self.start_cli(path) for path in paths]
+        workers = [self.spawn_worker("with filetimer.expires(after=%s):\n    time.sleep(60)\n" % after, path)
+                   for after, path in ((2.0, paths[0]), (600, paths[1]))]
+
+        def saved(path):
+            try:
+                return [t.worker_pid for t in filetimer._read_state(path + ".state")[2]]
+            except (OSError, ValueError):
+                return None
+
+        self.assertTrue(wait_for(lambda: [saved(p) for p in paths] == [[workers[0].pid], [workers[1].pid]]))
+        for server in servers:
+            server.kill()
+            server.wait()
+        restarted = [self.start_cli(path) for path in reversed(paths)]
+        self.assertEqual(workers[0].wait(SLACK), -signal.SIGKILL)
+        self.assertIsNone(workers[1].poll())
+        self.assertTrue(wait_for(lambda: saved(paths[0]) == [] and saved(paths[1]) == [workers[1].pid]))
+        for server in restarted:
+            server.terminate()
+            self.assertEqual(server.wait(SLACK), 0)
+
+    def test_a_state_file_of_another_fifo_or_not_a_state_file_is_refused_untouched(self):
+        other = os.path.join(self.dir, "other.fifo")
+        filetimer._write_state(self.path + ".state", other, [])
+        notes = os.path.join(self.dir, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("my notes\n")
+        for args in ([], ["--state-file", notes], ["--state-file", other]):
+            with self.subTest(args=args):
+                os.mkfifo(other) if args and args[-1] == other and not os.path.exists(other) else None
+                result = cli("serve", self.path, *args)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+                self.assertIn((args or [None, self.path + ".state"])[-1], result.stderr)
+        with open(notes) as f:
+            self.assertEqual(f.read(), "my notes\n")
+        self.assertEqual(filetimer._read_state(self.path + ".state")[1], other)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["notes.txt", "other.fifo", "timer.fifo.state"])
+
+    def test_status_tells_a_running_server_from_a_stopped_one(self):
+        server = self.start_cli(self.path)
+        self.assertTrue(wait_for(lambda: cli("status", self.path).returncode == 0))
+        running = cli("status", self.path)
+        self.assertIn("0 active timers", running.stdout)
+        sleeper = self.spawn_sleeper()
+        subprocess.run([sys.executable, "-m", "filetimer", "acquire", "--scope", "train", "--after", "100",
+                        "--signal", "TERM", "--pid", str(sleeper.pid), "--path", self.path], env=ENV, check=True,
+                       timeout=SLACK)
+        self.assertTrue(wait_for(lambda: "1 active timer" in cli("status", self.path).stdout))
+        row = cli("status", self.path).stdout.splitlines()[-1].split()
+        self.assertEqual((row[0], row[1], row[3]), (str(sleeper.pid), "train", "SIGTERM"))
+        listing = json.loads(cli("status", "--json", self.path).stdout)
+        self.assertEqual((listing["serving"], listing["timers"][0]["scope"]), (True, "train"))
+        server.send_signal(signal.SIGHUP)
+        self.assertEqual(server.wait(SLACK), 0)
+        self.assertFalse(os.path.exists(self.path))
+        stopped = cli("status", self.path)
+        self.assertEqual(stopped.returncode, 1)
+        self.assertIn("no server is serving %s; last known state written" % self.path, stopped.stdout)
+        self.assertNotIn("train", stopped.stdout)
+        self.assertEqual(json.loads(cli("status", "--json", self.path).stdout)["timers"], [])
+        self.assertEqual(cli("status", os.path.join(self.dir, "never.fifo")).returncode, 1)
+
+    def test_no_state_and_the_start_up_line_once(self):
+        server = self.start_cli(self.path, "--no-state")
+        server.terminate()
+        out, err = server.communicate(timeout=SLACK)
+        self.assertEqual(server.returncode, 0)
+        self.assertNotIn("serving", out + err)  # the first line was read by start_cli
+        self.assertEqual(os.listdir(self.dir), [])
+
+
+class CommandLineErrorTest(FiletimerTestCase):
+    """Every CLI error names what is wrong; exit 3 means exactly "no server reads the FIFO"."""
+
+    def test_errors_name_their_path_and_exit_codes_are_exact(self):
+        regular = os.path.join(self.dir, "regular")
+        with open(regular, "w") as f:
+            f.write("x")
+        stale = os.path.join(self.dir, "stale.fifo")
+        os.mkfifo(stale)
+        missing_dir = os.path.join(self.dir, "no", "such", "x.fifo")
+        cases = [
+            (["serve", missing_dir], 2, os.path.dirname(os.path.dirname(missing_dir))),
+            (["acquire", "--scope", "s", "--after", "1", "--path", missing_dir], 2, missing_dir),
+            (["acquire", "--scope", "s", "--after", "1", "--path", regular], 2, regular),
+            (["acquire", "--scope", "s", "--after", "1", "--path", stale], 3, stale),
+            (["release", "--scope", "s", "--path", stale], 3, stale),
+        ]
+        for args, status, named in cases:
+            with self.subTest(args=args):
+                result = cli(*args)
+                self.assertEqual(result.returncode, status, result.stderr)
+                self.assertIn(named, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        stale_runtime = cli("serve", env=dict(ENV, XDG_RUNTIME_DIR=os.path.join(self.dir, "gone"), FILETIMER_PATH=""))
+        self.assertEqual(stale_runtime.returncode, 2)
+        self.assertIn(os.path.join(self.dir, "gone"), stale_runtime.stderr)
+
+    def test_acquire_from_a_terminal_warns_that_it_arms_the_login_shell(self):
+        self.serve()
+        main, secondary = os.openpty()
+        self.addCleanup(os.close, main)
+        with open(secondary) as terminal:
+            result = subprocess.run([sys.executable, "-m", "filetimer", "acquire", "--scope", "s", "--after", "600",
+                                     "--path", self.path], stdin=terminal, env=ENV, capture_output=True, text=True,
+                                    timeout=SLACK)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("warning", result.stderr)
+        self.assertIn("shell", result.stderr)
+        piped = cli("release", "--scope", "s", "--path", self.path, stdin=subprocess.DEVNULL)
+        self.assertEqual((piped.returncode, piped.stderr), (0, ""))
 
 
 if __name__ == "__main__":
