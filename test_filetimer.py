@@ -8,6 +8,7 @@ import contextlib
 import faulthandler
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from unittest import mock
 import filetimer
 from filetimer import FileTimerClient, FileTimerRequest, FileTimerServer
 
+logging.getLogger("filetimer").addHandler(logging.NullHandler())  # kills are logged at WARNING: not in the test output
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
 SLACK = 10.0  # seconds: an upper bound for things that take milliseconds
@@ -261,14 +263,15 @@ class WatchdogTest(FiletimerTestCase):
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
 
     def test_recursive_expires_re_acquires_the_scope(self):
-        # Each level is quick, the whole recursion is not: only the innermost
-        # acquire counts (torch's semantics), so the worker survives.
-        self.serve()
+        # Entering the inner level re-arms the scope (torch's semantics): the inner level ends past the
+        # outer level's first deadline, and the worker survives only because of that re-arm.
+        server = self.serve()
         worker = self.spawn_worker(
-            "def f(n):\n    if n:\n        with filetimer.expires(after=0.5):\n"
-            "            f(n - 1)\n            time.sleep(0.2)\nf(4)\n"
+            "def f(n):\n    with filetimer.expires(after=1.0):\n        time.sleep(0.6)\n        if n:\n"
+            "            f(n - 1)\nf(1)\n"
         )
         self.assertEqual(worker.wait(SLACK), 0)
+        self.assertEqual(server.request_count, 4)  # acquire, re-arm on entry, re-arm on the inner exit, release
 
     def test_re_acquiring_an_active_scope_replaces_its_deadline(self):
         server = self.serve()
