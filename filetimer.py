@@ -278,14 +278,14 @@ def _check_owner(path: str, st: os.stat_result, what: str) -> None:
                               % (what, path, _owner_name(st.st_uid)))
 
 
-def _proc_stat(pid: int) -> Tuple[int, int]:
-    """(parent pid, start time in clock ticks since boot) of a process, from /proc (Linux); OSError if unknown."""
+def _proc_stat(pid: int) -> Tuple[str, int, int]:
+    """(state, parent pid, start time in ticks since boot) of a process, from /proc (Linux); OSError if unknown."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat_line = f.read()
-        # Fields 4 and 22; the command name (field 2) may hold spaces and parentheses.
+        # Fields 3, 4 and 22; the command name (field 2) may hold spaces and parentheses.
         fields = stat_line[stat_line.rindex(b")") + 2 :].split()
-        return int(fields[1]), int(fields[19])
+        return fields[0].decode("ascii"), int(fields[1]), int(fields[19])
     except (ValueError, IndexError):
         raise ProcessLookupError(errno.ESRCH, "unreadable /proc/%d/stat" % pid) from None
 
@@ -293,7 +293,7 @@ def _proc_stat(pid: int) -> Tuple[int, int]:
 def _process_start_time(pid: int) -> Optional[int]:
     """Start time of pid in clock ticks since boot (Linux), or None if unknown."""
     try:
-        return _proc_stat(pid)[1]
+        return _proc_stat(pid)[2]
     except OSError:
         return None
 
@@ -319,6 +319,7 @@ _clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     """A forked child gets fresh client locks and no inherited handles: no hang on a lock held at the fork."""
+    _main_thread[0] = threading.main_thread().ident
     for client in list(_clients):
         client._lock = threading.Lock()
         fd, client._fd = client._fd, None
@@ -369,12 +370,15 @@ class FileTimerClient:
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         """Arm (or re-arm) the timer ``scope_id`` to fire at wall-clock ``expiration_time``."""
-        self._send(scope_id, expiration_time, self.signal)
+        dump = self._dump_signal
+        if dump and signal.getsignal(dump) is not signal.SIG_DFL:  # the application took the signal since
+            dump = 0
+        self._send(scope_id, expiration_time, self.signal, dump)
 
     def release(self, scope_id: str) -> None:
         """Disarm the timer ``scope_id``; quiet when no server is reading any more."""
         try:
-            self._send(scope_id, -1, 0)
+            self._send(scope_id, -1, 0, 0)
         except BrokenPipeError as e:
             _log.debug("release of %r: %s", scope_id, e)
 
@@ -391,15 +395,12 @@ class FileTimerClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send(self, scope_id: str, expiration_time: float, sig: int) -> None:
+    def _send(self, scope_id: str, expiration_time: float, sig: int, dump: int) -> None:
         pid, start_hint = self._identity
         if pid != os.getpid():  # first request, or a forked child
             pid = os.getpid()
             start_time = _process_start_time(pid)
             self._identity = pid, start_hint = pid, ("" if start_time is None else ', "start_time": %d' % start_time)
-        dump = self._dump_signal
-        if dump and signal.getsignal(dump) is not signal.SIG_DFL:  # the application took the signal since
-            dump = 0
         line = _line_start(pid, scope_id, expiration_time, sig) + start_hint
         self._send_line((line + (', "dump_signal": %d}\n' % dump if dump else "}\n")).encode("ascii"))
 
@@ -447,9 +448,14 @@ class FileTimerClient:
                 os.close(fd)
                 raise
 
-    @_retry(max_retries=5, sleep_time=0.1)
     def _open(self) -> int:
-        """Open the FIFO for writing, without blocking; BrokenPipeError (retried) while no server reads it."""
+        """Open the FIFO for writing; while no server reads it, try again a few times, then BrokenPipeError."""
+        try:
+            return self._open_once()
+        except BrokenPipeError:
+            return self._open_retrying()
+
+    def _open_once(self) -> int:
         try:
             # Non-blocking: with no reader the open fails (ENXIO) instead of hanging.
             fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -467,6 +473,8 @@ class FileTimerClient:
             os.close(fd)
             raise
         return fd
+
+    _open_retrying = _retry(max_retries=4, sleep_time=0.1)(_open_once)
 
     def _wait_writable(self, fd: int, deadline: float) -> bool:
         """Wait until the pipe has room; False once the deadline has passed."""
@@ -513,6 +521,7 @@ class _Nesting(threading.local):
 
 
 _nesting = _Nesting()
+_main_thread = [threading.main_thread().ident]  # its ident, renewed in a forked child
 
 
 class expires:
@@ -546,7 +555,7 @@ class expires:
         task = _current_task()
         if task is not None:
             return "%s@%d/task-%x" % (self._scope, ident, id(task))
-        if ident == threading.main_thread().ident:
+        if ident == _main_thread[0]:
             return self._scope
         return "%s@%d" % (self._scope, ident)
 
@@ -607,14 +616,11 @@ class expires:
 
 
 def _current_task() -> object:
-    """The running asyncio task (imported only by code that already uses asyncio), or None."""
+    """The running asyncio task, or None (asyncio is only looked at if the program imported it)."""
     asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
+    if asyncio is None or asyncio._get_running_loop() is None:
         return None
-    try:
-        return cast(object, asyncio.current_task())
-    except RuntimeError:  # no running loop
-        return None
+    return cast(object, asyncio.current_task())
 
 
 # --- server -------------------------------------------------------------------
@@ -710,7 +716,7 @@ def _children(pid: int) -> List[int]:
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError):
-                    if _proc_stat(int(entry))[0] == pid:
+                    if _proc_stat(int(entry))[1] == pid:
                         found.append(int(entry))
     return found
 
@@ -722,10 +728,29 @@ def _ancestors() -> Set[int]:
     while pid > 1 and pid not in pids:
         pids.add(pid)
         try:
-            pid = _proc_stat(pid)[0]
+            pid = _proc_stat(pid)[1]
         except OSError:
             pid = os.getppid() if pid == os.getpid() else 0
     return pids
+
+
+def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
+    """Wait, at most ``timeout``, until each process has stopped or exited.
+
+    A fork that was under way when SIGSTOP was sent still completes; once its
+    parent is stopped, the child is in the parent's list of children.
+    """
+    deadline = time.monotonic() + timeout
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        running = []
+        for pid in pending:
+            with contextlib.suppress(OSError):  # gone: nothing to wait for
+                if _proc_stat(pid)[0] not in "TtZX":  # stopped, traced, zombie, dead
+                    running.append(pid)
+        pending = running
+        if pending:
+            time.sleep(0.0002)
 
 
 def _private_dir() -> Optional[str]:
@@ -1309,6 +1334,8 @@ class FileTimerServer:
                 continue
             worker = self._workers[pid]
             self._drop_timers(worker)
+            if pid in self._scheduled:  # already dumped (or signalled): its kill is on the way, not postponed
+                continue
             if decider.dump_signal and self._dump_grace > 0 and self._signal(worker, decider.dump_signal):
                 _log.warning("dump worker stacks: pid %d (scope %r) timed out; %s in %.3g s", pid, decider.scope_id,
                              _signal_name(decider.signal), self._dump_grace)
@@ -1347,31 +1374,39 @@ class FileTimerServer:
         """SIGKILL the worker and every descendant it has, none of which can fork away meanwhile.
 
         Each process is stopped (SIGSTOP) before its children are listed, and
-        bound to its identity (pidfd, else start time) and to its parent; the
-        server and its ancestors are never touched. Returns the number of
+        the walk is repeated until a pass over the stopped tree finds nothing
+        new. Each process is bound to its identity (pidfd, else start time) and
+        to its parent; the server and its ancestors are never touched. Returns the number of
         descendants, or None if the worker could not be signalled.
         """
         if not self._signal(worker, _SIGSTOP):
             return None
-        spared = _ancestors()
+        spared: Optional[Set[int]] = None  # the server and its ancestors, read once a child turns up
         seen = {worker.pid}
         tree = [worker]
-        for parent in tree:  # grows as it is walked: breadth first
-            for pid in _children(parent.pid):
-                if pid in seen or pid in spared:
-                    continue
-                seen.add(pid)
-                child = _Worker.attach(pid, None)
-                if child is None:
-                    continue
-                try:
-                    if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile
-                        raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
-                    child.send_signal(_SIGSTOP)
-                except OSError:
-                    child.close()
-                    continue
-                tree.append(child)
+        grown = True
+        while grown:  # until a pass over the stopped tree finds no new process
+            grown = False
+            _wait_until_stopped([process.pid for process in tree])
+            for parent in tree:  # grows as it is walked: breadth first
+                for pid in _children(parent.pid):
+                    if spared is None:
+                        spared = _ancestors()
+                    if pid in seen or pid in spared:
+                        continue
+                    seen.add(pid)
+                    child = _Worker.attach(pid, None)
+                    if child is None:
+                        continue
+                    try:
+                        if _proc_stat(pid)[1] != parent.pid:  # the pid was reused meanwhile
+                            raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
+                        child.send_signal(_SIGSTOP)
+                    except OSError:
+                        child.close()
+                        continue
+                    tree.append(child)
+                    grown = True
         for process in tree:
             with contextlib.suppress(OSError):
                 process.send_signal(_SIGKILL)

@@ -1374,6 +1374,13 @@ the_hung_step()
         )
         self.assertIn("backtracking_forever", err)
 
+    def test_re_arming_during_the_grace_neither_dumps_again_nor_postpones_the_kill(self):
+        self.serve(dump_grace=0.3)
+        worker = self.spawn_worker("while True:\n    filetimer._configured_client.acquire('late', time.time() - 1)\n"
+                                   "    time.sleep(0.001)\n")
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertEqual(self.event_names(worker.pid).count("dump worker stacks"), 1)
+
     def test_opting_out_on_either_side_kills_without_a_dump(self):
         for i, (client_option, server_option) in enumerate((("dump_stacks=False", {}), ("", {"dump_grace": 0}))):
             with self.subTest(client=client_option, server=server_option):
@@ -1471,11 +1478,37 @@ class ProcessTreeTest(FiletimerTestCase):
         self.serve()
         marker = "600.%d" % os.getpid()
         self.addCleanup(kill_marked, marker)  # only if the test fails: they are all ours
-        code = ("spawner = subprocess.Popen(['sh', '-c', 'i=0; while [ $i -lt 2000 ]; do sleep %s & "
-                "i=$((i+1)); done; wait'])\ntime.sleep(0.2)\n" % marker)
+        # Three shells that never stop forking (each child is killed by the next turn, so they do not pile up).
+        loop = "i=0; while [ $i -lt 20000 ]; do sleep %s & kill $!; i=$((i+1)); done" % marker
+        code = "spawners = [subprocess.Popen(['sh', '-c', %r]) for _ in range(3)]\ntime.sleep(0.2)\n" % loop
         worker = self.spawn_tree(code)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not marked(marker)), marked(marker))
+
+    def test_a_child_whose_fork_completes_after_its_parent_was_listed_is_killed(self):
+        # A fork under way when SIGSTOP arrives still completes: the child shows up in its parent's list only
+        # after the parent was listed. Here the worker's child is listed too early once, and misses its own.
+        server = self.serve()
+        fork = "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\ntime.sleep(60)\n"
+        worker = self.spawn([sys.executable, "-c", "import subprocess, sys, time\n"
+                             "subprocess.Popen([sys.executable, '-c', sys.argv[1]])\ntime.sleep(60)\n", fork])
+        self.assertTrue(wait_for(lambda: len(self.descendants_of(worker.pid)) == 2))
+        tree = self.descendants_of(worker.pid)
+        self.addCleanup(self.kill_leftovers, tree)
+        middle, = filetimer._children(worker.pid)
+        listed = []
+        real_children = filetimer._children
+
+        def children(pid):
+            listed.append(pid)
+            return [] if pid == middle and listed.count(pid) == 1 else real_children(pid)
+
+        handle = filetimer._Worker.attach(worker.pid, None)
+        self.addCleanup(handle.close)
+        with mock.patch.object(filetimer, "_children", children):
+            self.assertEqual(server._kill_process_tree(handle), 2)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
 
     def test_the_server_and_its_ancestors_are_never_part_of_a_tree(self):
         # The worker is this test's parent, so this process (the server's) is in its tree. Every signal is a

@@ -1,0 +1,275 @@
+"""A short mutation check: does the suite notice when a safety rule is broken?
+
+Each mutant is one textual replacement in a copy of filetimer.py, and the
+tests that must catch it. For every mutant this script copies filetimer.py and
+test_filetimer.py into a fresh temporary directory, applies the replacement,
+runs the listed tests there and records whether they failed (the mutant is
+caught) or passed (it SURVIVED).
+
+Exit status 1 if any mutant survives, if an old snippet is not found exactly
+once in filetimer.py (the code changed: update the table), if a mutated file
+does not compile, or if the listed tests do not pass on the unmodified copy.
+
+Usage: python .ci/mutants.py [--jobs N] [NAME ...]   (names: run only those)
+Standard library only; run from anywhere.
+"""
+
+import argparse
+import ast
+import concurrent.futures
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence, Set, Tuple
+
+Mutant = Tuple[str, str, str, List[str]]
+
+# (name, old snippet in filetimer.py, replacement, tests that must catch it)
+MUTANTS: List[Mutant] = [
+    (
+        "signal-pid-guard",  # FileTimerServer._signal would signal pid <= 1 and its own process
+        "if pid <= 1 or (pid == os.getpid() and not self._exit_on_reap):",
+        "if False:",
+        ["ForbiddenPidTest.test_signal_refuses_forbidden_pids_itself",
+         "ForbiddenPidTest.test_forbidden_pids_never_reach_kill"],
+    ),
+    (
+        "watch-pid-guard",  # FileTimerServer._watch would accept a timer for pid <= 1
+        "if pid <= 1:",
+        "if False:",
+        ["ForbiddenPidTest.test_watch_refuses_forbidden_pids_itself",
+         "ForbiddenPidTest.test_forbidden_pids_never_reach_kill"],
+    ),
+    (
+        "attach-identity",  # _Worker.attach would accept a request naming another process's start time
+        "and claimed_start_time != worker.start_time",
+        "and False",
+        ["PidReuseTest.test_reused_pid_is_never_signalled_with_pidfd",
+         "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time"],
+    ),
+    (
+        "fifo-non-fifo-removed",  # _create_fifo would remove a file, directory or symlink instead of refusing
+        'raise FileExistsError(errno.EEXIST, "%s exists and is %s; refusing to replace it" % (path, kind))',
+        "(os.rmdir if stat.S_ISDIR(st.st_mode) else os.unlink)(path)",
+        ["FifoPathTest.test_regular_file_directory_and_symlinks_are_left_alone",
+         "CommandLineTest.test_bad_invocations_exit_2_with_one_line"],
+    ),
+    (
+        "fifo-stale-reused",  # _create_fifo would reuse a stale FIFO instead of replacing it
+        "os.unlink(path)  # stale: its server is gone\n    os.mkfifo(path, mode)",
+        "pass\n    if not os.path.lexists(path):\n        os.mkfifo(path, mode)",
+        ["FifoPathTest.test_stale_fifo_is_replaced"],
+    ),
+    (
+        "fifo-live-replaced",  # _create_fifo would replace the FIFO of a live server
+        "if _fifo_has_reader(path):",
+        "if False:",
+        ["FifoPathTest.test_fifo_of_a_live_server_is_refused_and_that_server_keeps_working",
+         "CommandLineTest.test_bad_invocations_exit_2_with_one_line"],
+    ),
+    (
+        "state-written-in-place",  # _write_state would truncate and write the state file itself
+        'fd, temporary = tempfile.mkstemp(prefix=name + ".", dir=directory)',
+        "fd, temporary = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), path",
+        ["StateFileTest.test_a_write_is_a_synced_temporary_file_renamed_over_the_old_one",
+         "StateFileTest.test_snapshot_is_private_atomic_and_follows_the_timers"],
+    ),
+    (
+        "state-no-fsync",  # _write_state would rename a file whose data may not be on disk yet
+        "os.fsync(f.fileno())",
+        "pass",
+        ["StateFileTest.test_a_write_is_a_synced_temporary_file_renamed_over_the_old_one"],
+    ),
+    (
+        "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
+        "old = timers.pop((pid, scope), None)",
+        "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
+        ["StateFileTest.test_snapshot_is_private_atomic_and_follows_the_timers",  # released, sleeper alive
+         "WatchdogTest.test_worker_that_finishes_in_time_is_not_killed"],
+    ),
+    (
+        "client-owner-check",  # FileTimerClient would write into a FIFO of another user
+        '_check_owner(self._file_path, st, "the FIFO")',
+        "pass",
+        ["SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_before_writing"],
+    ),
+    (
+        "tree-spares-nothing",  # a SIGKILL tree walk would take the server's own process and its ancestors
+        "if pid in seen or pid in spared:",
+        "if pid in seen:",
+        ["ProcessTreeTest.test_the_server_and_its_ancestors_are_never_part_of_a_tree"],
+    ),
+    (
+        "tree-one-pass",  # a process forked while the tree was being stopped would escape the kill
+        "while grown:  # until a pass over the stopped tree finds no new process",
+        "for _ in range(1):",
+        ["ProcessTreeTest.test_a_child_whose_fork_completes_after_its_parent_was_listed_is_killed",
+         "ProcessTreeTest.test_a_tree_that_keeps_forking_during_the_kill_leaves_nothing"],
+    ),
+]
+
+TIMEOUT = 60  # seconds per mutant
+BASELINE_TIMEOUT = 120
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAILED_TEST = re.compile(r"^(?:FAIL|ERROR): (\w+) \(([\w.]+)\)", re.MULTILINE)
+
+
+def run_tests(directory: str, tests: Sequence[str], timeout: float) -> Tuple[Optional[int], str]:
+    """Run test_filetimer's tests in directory; return (exit status or None on timeout, output)."""
+    env = dict(os.environ, PYTHONPATH=directory, PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-m", "unittest", "-v", *("test_filetimer." + t for t in tests)]
+    with tempfile.TemporaryFile("w+") as out:
+        # A session of its own, so a timeout kills the workers the tests spawned too.
+        child = subprocess.Popen(command, cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            status: Optional[int] = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            status = None
+        out.seek(0)
+        return status, out.read()
+
+
+def failed_tests(output: str) -> List[str]:
+    """The Class.test names unittest reports as failed or errored (any Python 3.8+ format)."""
+    names: List[str] = []
+    for method, where in FAILED_TEST.findall(output):
+        parts = where.split(".")
+        name = "%s.%s" % (parts[1] if len(parts) > 1 else parts[0], method)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def test_names(test_code: str) -> Set[str]:
+    """Every Class.test_method defined in test_filetimer.py."""
+    names: Set[str] = set()
+    for node in ast.parse(test_code).body:
+        if isinstance(node, ast.ClassDef):
+            names.update("%s.%s" % (node.name, item.name) for item in node.body
+                         if isinstance(item, ast.FunctionDef) and item.name.startswith("test"))
+    return names
+
+
+def problem(mutant: Mutant, code: str, tests_defined: Set[str]) -> Optional[str]:
+    """Why the mutant's table entry no longer fits the code, if it does not."""
+    _, old, new, tests = mutant
+    found = code.count(old)
+    if found != 1:
+        return "its old snippet is found %d times in filetimer.py, not once: %r" % (found, old)
+    try:
+        compile(code.replace(old, new), "filetimer.py", "exec")
+    except SyntaxError as e:
+        return "the mutated filetimer.py does not compile: %s" % e
+    missing = [t for t in tests if t not in tests_defined]
+    if missing:
+        return "test_filetimer.py has no test %s" % " ".join(missing)
+    return None
+
+
+def check_mutant(work: str, sources: Sequence[str], mutant: Mutant) -> Tuple[str, str]:
+    """One result line for the mutant, and its outcome: caught or survived."""
+    name, old, new, tests = mutant
+    code, test_code = sources
+    directory = os.path.join(work, name)
+    write_copy(directory, code.replace(old, new), test_code)
+    started = time.monotonic()
+    status, output = run_tests(directory, tests, TIMEOUT)
+    took = "%.1f s" % (time.monotonic() - started)
+    if status is None:
+        return "mutant %s: caught (the tests TIMED OUT after %d s, not failed) by %s" % (
+            name, TIMEOUT, " ".join(tests)), "caught"
+    if status == 0:
+        return "mutant %s: SURVIVED %s (%s)" % (name, " ".join(tests), took), "survived"
+    catchers = failed_tests(output)
+    if catchers:
+        return "mutant %s: caught by %s (%s)" % (name, " ".join(catchers), took), "caught"
+    last = output.strip().splitlines()[-1:] or ["no output"]
+    return "mutant %s: caught by %s (exit %d, no test failure reported: %s)" % (
+        name, " ".join(tests), status, last[0]), "caught"
+
+
+def write_copy(directory: str, code: str, test_code: str) -> None:
+    os.mkdir(directory)
+    for file_name, text in (("filetimer.py", code), ("test_filetimer.py", test_code)):
+        with open(os.path.join(directory, file_name), "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("names", nargs="*", help="run only these mutants")
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS if not args.names or m[0] in args.names]
+    unknown = set(args.names) - {m[0] for m in MUTANTS}
+    if unknown or not mutants:
+        parser.error("unknown mutant(s): %s" % " ".join(sorted(unknown)))
+
+    sources: List[str] = []
+    for file_name in ("filetimer.py", "test_filetimer.py"):  # read once: others may be editing them
+        with open(os.path.join(ROOT, file_name), encoding="utf-8") as f:
+            sources.append(f.read())
+    code, test_code = sources
+    broken: List[str] = []  # names
+    tests_defined = test_names(test_code)
+    for mutant in mutants:
+        why = problem(mutant, code, tests_defined)
+        if why:
+            print("mutant %s: BROKEN: %s; update the table in .ci/mutants.py" % (mutant[0], why))
+            broken.append(mutant[0])
+    runnable = [m for m in mutants if m[0] not in broken]
+
+    outcomes: List[str] = []
+    work = tempfile.mkdtemp(prefix="filetimer-mutants-")
+    try:
+        # The baseline: the selected tests must pass unmodified, else a mutant would look caught.
+        selected: List[str] = []
+        for _, _, _, tests in runnable:
+            selected += [t for t in tests if t not in selected]
+        if selected:
+            write_copy(os.path.join(work, "baseline"), code, test_code)
+            status, output = run_tests(os.path.join(work, "baseline"), selected, BASELINE_TIMEOUT)
+            failing = failed_tests(output)
+            if status is None or (status != 0 and not failing):
+                print(output[-4000:])
+                print("mutants: the selected tests did not finish on the unmodified filetimer.py (%s); "
+                      "no mutant was run" % ("timed out after %d s" % BASELINE_TIMEOUT if status is None
+                                             else "exit %d" % status))
+                return 1
+            if failing:
+                print(output[-4000:])
+            for name, _, _, tests in runnable:
+                bad = [t for t in tests if t in failing]
+                if bad:
+                    print("mutant %s: BROKEN: its tests fail on the unmodified filetimer.py: %s"
+                          % (name, " ".join(bad)))
+                    broken.append(name)
+            runnable = [m for m in runnable if m[0] not in broken]
+            skipped = re.findall(r"^(\w+) \(test_filetimer\.(\w+).*\) \.\.\. skipped (.*)$", output, re.MULTILINE)
+            for method, cls, reason in skipped:
+                print("mutants: note: %s.%s is skipped here (%s): mutants it guards may survive"
+                      % (cls, method, reason))
+            print("mutants: baseline: %d of %d selected tests pass on the unmodified filetimer.py"
+                  % (len(selected) - len(failing), len(selected)))
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            for line, outcome in pool.map(lambda m: check_mutant(work, sources, m), runnable):
+                print(line, flush=True)
+                outcomes.append(outcome)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    caught, survived = outcomes.count("caught"), outcomes.count("survived")
+    print("mutants: %d caught, %d survived%s" % (caught, survived, ", %d broken" % len(broken) if broken else ""))
+    return 1 if survived or broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
