@@ -278,14 +278,14 @@ def _check_owner(path: str, st: os.stat_result, what: str) -> None:
                               % (what, path, _owner_name(st.st_uid)))
 
 
-def _proc_stat(pid: int) -> Tuple[str, int, int]:
-    """(state, parent pid, start time in ticks since boot) of a process, from /proc (Linux); OSError if unknown."""
+def _proc_stat(pid: int) -> Tuple[int, int]:
+    """(parent pid, start time in clock ticks since boot) of a process, from /proc (Linux); OSError if unknown."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat_line = f.read()
-        # Fields 3, 4 and 22; the command name (field 2) may hold spaces and parentheses.
+        # Fields 4 and 22; the command name (field 2) may hold spaces and parentheses.
         fields = stat_line[stat_line.rindex(b")") + 2 :].split()
-        return fields[0].decode("ascii"), int(fields[1]), int(fields[19])
+        return int(fields[1]), int(fields[19])
     except (ValueError, IndexError):
         raise ProcessLookupError(errno.ESRCH, "unreadable /proc/%d/stat" % pid) from None
 
@@ -293,7 +293,7 @@ def _proc_stat(pid: int) -> Tuple[str, int, int]:
 def _process_start_time(pid: int) -> Optional[int]:
     """Start time of pid in clock ticks since boot (Linux), or None if unknown."""
     try:
-        return _proc_stat(pid)[2]
+        return _proc_stat(pid)[1]
     except OSError:
         return None
 
@@ -716,7 +716,7 @@ def _children(pid: int) -> List[int]:
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError):
-                    if _proc_stat(int(entry))[1] == pid:
+                    if _proc_stat(int(entry))[0] == pid:
                         found.append(int(entry))
     return found
 
@@ -728,29 +728,41 @@ def _ancestors() -> Set[int]:
     while pid > 1 and pid not in pids:
         pids.add(pid)
         try:
-            pid = _proc_stat(pid)[1]
+            pid = _proc_stat(pid)[0]
         except OSError:
             pid = os.getppid() if pid == os.getpid() else 0
     return pids
 
 
 def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
-    """Wait, at most ``timeout``, until each process has stopped or exited.
+    """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited.
 
-    A fork that was under way when SIGSTOP was sent still completes; once its
-    parent is stopped, the child is in the parent's list of children.
+    A fork that was under way when SIGSTOP was sent still completes; once the
+    forking thread is stopped, the child is in its parent's list of children.
     """
     deadline = time.monotonic() + timeout
     pending = list(pids)
     while pending and time.monotonic() < deadline:
-        running = []
-        for pid in pending:
-            with contextlib.suppress(OSError):  # gone: nothing to wait for
-                if _proc_stat(pid)[0] not in "TtZX":  # stopped, traced, zombie, dead
-                    running.append(pid)
-        pending = running
+        pending = [pid for pid in pending if not _stopped(pid)]
         if pending:
             time.sleep(0.0002)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of the process is stopped, traced or dead (or the process is gone)."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return True
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid), "rb") as f:
+                line = f.read()
+        except OSError:  # that thread has exited
+            continue
+        if line[line.rindex(b")") + 2 :][:1] not in (b"T", b"t", b"Z", b"X"):
+            return False
+    return True
 
 
 def _private_dir() -> Optional[str]:
@@ -1399,7 +1411,7 @@ class FileTimerServer:
                     if child is None:
                         continue
                     try:
-                        if _proc_stat(pid)[1] != parent.pid:  # the pid was reused meanwhile
+                        if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile
                             raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
                         child.send_signal(_SIGSTOP)
                     except OSError:
