@@ -1297,7 +1297,7 @@ class ExpiresShapesTest(FiletimerTestCase):
         server = self.serve()
         spared = self.spawn_worker(
             "def f(n):\n    if n:\n        with filetimer.expires(after=1.0):\n            f(n - 1)\n"
-            "            time.sleep(0.5)\nf(4)\n"
+            "            time.sleep(0.4)\nf(3)\n"
         )
         self.assertEqual(spared.wait(SLACK), 0)
         self.assertEqual(server.timers(), [])
@@ -1309,11 +1309,11 @@ class ExpiresShapesTest(FiletimerTestCase):
     def test_reset_is_a_progress_watchdog(self):
         server = self.serve()
         progress = self.spawn_worker(
-            "with filetimer.expires(after=0.5) as timer:\n    for _ in range(8):\n        time.sleep(0.15)\n"
-            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.8)\n"
+            "with filetimer.expires(after=0.5) as timer:\n    for _ in range(6):\n        time.sleep(0.15)\n"
+            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.6)\n"
         )
         self.assertEqual(progress.wait(SLACK), 0)
-        self.assertEqual(server.request_count, 1 + 8 + 1 + 1)
+        self.assertEqual(server.request_count, 1 + 6 + 1 + 1)
         self.hang_worker("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
 
     def test_release_without_a_server_is_quiet_and_acquire_raises(self):
