@@ -499,13 +499,14 @@ def configure(client: FileTimerClient) -> None:
 class _Timer:
     """A timer armed by ``expires``; ``reset()`` re-arms it, a progress watchdog."""
 
-    __slots__ = ("after", "client", "deadline", "scope")
+    __slots__ = ("after", "client", "deadline", "outer", "scope")
 
-    def __init__(self, client: FileTimerClient, scope: str, after: float) -> None:
+    def __init__(self, client: FileTimerClient, scope: str, after: float, outer: Optional["_Timer"]) -> None:
         self.client = client
         self.scope = scope
         self.after = after
         self.deadline = time.time() + after
+        self.outer = outer  # the armed timer of the same scope this one is nested in, on this thread
 
     def reset(self, after: Optional[float] = None) -> None:
         """Re-arm to now + ``after`` (default: the ``after`` it was armed with): one request."""
@@ -514,10 +515,10 @@ class _Timer:
 
 
 class _Nesting(threading.local):
-    """Per thread: the timers ``expires`` holds armed, innermost last, by scope."""
+    """Per thread: the innermost timer ``expires`` holds armed, by scope."""
 
     def __init__(self) -> None:
-        self.stacks: Dict[str, List[_Timer]] = {}
+        self.innermost: Dict[str, _Timer] = {}
 
 
 _nesting = _Nesting()
@@ -552,48 +553,43 @@ class expires:
         if not self._per_thread:
             return self._scope
         ident = threading.get_ident()
-        task = _current_task()
-        if task is not None:
-            return "%s@%d/task-%x" % (self._scope, ident, id(task))
+        asyncio = sys.modules.get("asyncio")  # only looked at if the program imported it
+        if asyncio is not None and asyncio._get_running_loop() is not None:
+            return "%s@%d/task-%x" % (self._scope, ident, id(asyncio.current_task()))
         if ident == _main_thread[0]:
             return self._scope
         return "%s@%d" % (self._scope, ident)
 
-    def _arm(self, scope: str) -> _Timer:
+    def __enter__(self) -> _Timer:
         client = self._client or _configured_client
         if client is None:
             raise RuntimeError("filetimer: no client; call filetimer.configure(FileTimerClient(...)) first")
-        timer = _Timer(client, scope, self._after)
+        scope = self._thread_scope()
+        innermost = _nesting.innermost
+        timer = _Timer(client, scope, self._after, innermost.get(scope))
         client.acquire(scope, timer.deadline)
-        _nesting.stacks.setdefault(scope, []).append(timer)
+        innermost[scope] = timer
         return timer
 
-    def _disarm(self, scope: str) -> None:
-        stacks = _nesting.stacks
-        stack = stacks[scope]
-        timer = stack.pop()
-        if not stack:
-            del stacks[scope]
-            timer.client.release(scope)
+    def __exit__(self, *exc_info: object) -> None:
+        scope = self._thread_scope()
+        innermost = _nesting.innermost
+        outer = innermost[scope].outer
+        if outer is None:
+            innermost.pop(scope).client.release(scope)
             return
-        outer = stack[-1]  # the enclosing block of the same scope: guarded again, never less than torch
+        innermost[scope] = outer  # the enclosing block of the same scope: guarded again, never less than torch
         outer.deadline = max(outer.deadline, time.time() + outer.after)
         try:
             outer.client.acquire(scope, outer.deadline)
         except BrokenPipeError as e:  # the server is gone: nothing to re-arm
             _log.debug("re-arming %r: %s", scope, e)
 
-    def __enter__(self) -> _Timer:
-        return self._arm(self._thread_scope())
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._disarm(self._thread_scope())
-
     async def __aenter__(self) -> _Timer:
-        return self._arm(self._thread_scope())
+        return self.__enter__()  # the scope names the running task
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._disarm(self._thread_scope())
+        self.__exit__()
 
     def __call__(self, func: _F) -> _F:
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
@@ -613,14 +609,6 @@ class expires:
                 return func(*args, **kwargs)
 
         return cast(_F, guarded)
-
-
-def _current_task() -> object:
-    """The running asyncio task, or None (asyncio is only looked at if the program imported it)."""
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None or asyncio._get_running_loop() is None:
-        return None
-    return cast(object, asyncio.current_task())
 
 
 # --- server -------------------------------------------------------------------
