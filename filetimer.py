@@ -365,7 +365,7 @@ class FileTimerClient:
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
         self._fd: Optional[int] = None  # held only with keep_open
         self._lock = threading.Lock()  # guards _fd
-        self._identity: Tuple[int, str] = (0, "")  # (pid, start-time hint), redone after fork
+        self._identity: Tuple[int, Optional[int]] = (0, None)  # (pid, start time), redone after fork
         _clients.add(self)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
@@ -396,13 +396,10 @@ class FileTimerClient:
         self.close()
 
     def _send(self, scope_id: str, expiration_time: float, sig: int, dump: int) -> None:
-        pid, start_hint = self._identity
+        pid, start_time = self._identity
         if pid != os.getpid():  # first request, or a forked child
-            pid = os.getpid()
-            start_time = _process_start_time(pid)
-            self._identity = pid, start_hint = pid, ("" if start_time is None else ', "start_time": %d' % start_time)
-        line = _line_start(pid, scope_id, expiration_time, sig) + start_hint
-        self._send_line((line + (', "dump_signal": %d}\n' % dump if dump else "}\n")).encode("ascii"))
+            self._identity = pid, start_time = os.getpid(), _process_start_time(os.getpid())
+        self._send_line((_line_start(pid, scope_id, expiration_time, sig) + _hints(start_time, dump)).encode("ascii"))
 
     def _send_request(self, request: FileTimerRequest) -> None:
         """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
