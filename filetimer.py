@@ -459,8 +459,9 @@ class FileTimerClient:
         except OSError as e:
             if e.errno not in (errno.ENXIO, errno.ENOENT):
                 raise
-            raise BrokenPipeError(e.errno, "no filetimer server is reading %s (%s)"
-                                  % (self._file_path, e.strerror)) from e
+            raise BrokenPipeError(e.errno, ("no filetimer server is reading %s" if e.errno == errno.ENXIO else
+                                            "%s does not exist: no filetimer server serves it")
+                                  % self._file_path) from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISFIFO(st.st_mode):
@@ -785,7 +786,6 @@ def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
 
     A stale FIFO of ours is replaced; anything else at the path is left alone.
     """
-    _check_directory(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -934,6 +934,7 @@ class FileTimerServer:
             raise ValueError("mode %03o lets every user write the FIFO, and so have your processes signalled; "
                              "use 0o600 (or 0o620 for your group)" % mode)
         self._file_path = _resolve_path(file_path)
+        _check_directory(self._file_path)  # first: it makes the private default directory
         saved: List[FileTimerRequest] = []
         if state_file is not None:
             _check_state_path(state_file)
@@ -1560,8 +1561,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-kill-tree", dest="kill_tree", action="store_false",
                        help="on SIGKILL, kill the worker alone, not its descendants")
     state = serve.add_mutually_exclusive_group()
-    state.add_argument("--state-file", metavar="FILE", help="keep the active timers in FILE and re-arm them on "
-                       "restart; " + state_help)
+    state.add_argument("--state-file", metavar="FILE", help="keep the active timers in FILE, to re-arm them on "
+                       "restart (default: PATH.state, beside the FIFO)")
     state.add_argument("--no-state", action="store_true", help="keep no state file")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        type=str.upper, help="log level on stderr (default INFO)")
@@ -1584,8 +1585,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                  help="seconds from now until the timer fires")
             command.add_argument("--signal", type=_signal_number, default=_SIGKILL, metavar="SIGNAL",
                                  help="signal name or number: KILL (default), TERM, SIGTERM, 15, ...")
-        command.add_argument("--pid", type=_worker_pid, help="the process to watch (default: the parent process, "
-                             "that is the shell that runs this command)")
+        command.add_argument("--pid", type=_worker_pid, help="the process the timer is for (default: the parent "
+                             "process, that is the shell that runs this command)")
         command.add_argument("--path", help=fifo_help)
 
     status = commands.add_parser("status", help="whether a server serves a FIFO, and its active timers",
@@ -1662,6 +1663,10 @@ def _release(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     path = _resolve_path(args.path)
     state_file = args.state_file or path + ".state"
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            print("filetimer: error: %s is not a FIFO" % path, file=sys.stderr)
+            return 2
     try:
         serving = _fifo_has_reader(path)
     except OSError:

@@ -1667,6 +1667,20 @@ class SharedMachineTest(FiletimerTestCase):
                 os.chown(private, NOBODY, -1)
                 self.assertRaises(PermissionError, FileTimerServer, None)
 
+    def test_serve_on_the_default_path_works_on_first_use(self):
+        # No XDG_RUNTIME_DIR and a temporary directory where filetimer never ran: serve makes its private
+        # directory before it looks at the state file beside the FIFO.
+        environment = dict(ENV, XDG_RUNTIME_DIR="", FILETIMER_PATH="", TORCHELASTIC_TIMER_FILE="", TMPDIR=self.dir)
+        fifo = os.path.join(self.dir, "filetimer-%d" % os.geteuid(), "filetimer.fifo")
+        server = self.spawn([sys.executable, "-m", "filetimer", "serve"], env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+        self.assertIn("serving " + fifo, server.stdout.readline())
+        status = cli("status", env=environment)
+        self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
+        server.terminate()
+        self.assertEqual(server.wait(SLACK), 0)
+        self.assertEqual(os.listdir(os.path.dirname(fifo)), ["filetimer.fifo.state"])
+
     def test_a_mode_that_lets_others_write_is_refused(self):
         for mode in (0o602, 0o666, 0o777):
             with self.subTest(mode=oct(mode)):
@@ -1755,6 +1769,9 @@ class StatePerFifoTest(FiletimerTestCase):
         self.assertNotIn("train", stopped.stdout)
         self.assertEqual(json.loads(cli("status", "--json", self.path).stdout)["timers"], [])
         self.assertEqual(cli("status", os.path.join(self.dir, "never.fifo")).returncode, 1)
+        not_a_fifo = cli("status", self.path + ".state")  # a regular file is never "being served"
+        self.assertEqual(not_a_fifo.returncode, 2)
+        self.assertIn("not a FIFO", not_a_fifo.stderr)
 
     def test_no_state_and_the_start_up_line_once(self):
         server = self.start_cli(self.path, "--no-state")
