@@ -1497,7 +1497,10 @@ def _seconds(text: str) -> float:
 
 
 def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
+    try:
+        value = _seconds(text)
+    except argparse.ArgumentTypeError:
+        value = 0
     if value == 0:
         raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %r" % text)
     return value
