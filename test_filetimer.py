@@ -32,6 +32,9 @@ PYCACHE = tempfile.mkdtemp(prefix="filetimer-test-pycache-")
 atexit.register(shutil.rmtree, PYCACHE, True)
 ENV = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONPYCACHEPREFIX=PYCACHE)
 ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+# Children run without site: filetimer needs nothing from site-packages, and a site hook (a .pth file)
+# can cost tens of milliseconds per process. torch's own workers and servers keep it.
+PYTHON = [sys.executable, "-S"]
 SLACK = 10.0  # seconds: an upper bound for things that take milliseconds
 TIME_LIMIT = 60  # seconds: a test still running then fails instead of hanging the run (most take < 3 s)
 
@@ -129,6 +132,7 @@ class FiletimerTestCase(TimeLimitedTestCase):
     def serve(self, **options):
         options.setdefault("file_path", self.path)
         options.setdefault("log_event", self.record)
+        options.setdefault("dump_grace", 0)  # no 0.1 s wait per kill: the tests of dumps ask for them
         server = FileTimerServer(**options)
         self.addCleanup(server.stop)
         server.start()
@@ -141,7 +145,7 @@ class FiletimerTestCase(TimeLimitedTestCase):
         return child
 
     def spawn_worker(self, code, path=None, **kwargs):
-        return self.spawn([sys.executable, "-c", WORKER + code, path or self.path], **kwargs)
+        return self.spawn([*PYTHON, "-c", WORKER + code, path or self.path], **kwargs)
 
     def spawn_lingering_worker(self, code):
         """A worker that runs code, prints "done", then stays alive until its stdin is closed."""
@@ -149,12 +153,12 @@ class FiletimerTestCase(TimeLimitedTestCase):
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def spawn_sleeper(self):
-        return self.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+        return self.spawn([*PYTHON, "-c", "import time; time.sleep(60)"])
 
     def spawn_server(self, **options):
         """A server in a child process; returns (process, command function)."""
         child = self.spawn(
-            [sys.executable, "-c", SERVER, self.path, json.dumps(options)],
+            [*PYTHON, "-c", SERVER, self.path, json.dumps(options)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.assertEqual(child.stdout.readline().strip(), "ready")
@@ -232,7 +236,7 @@ class DefaultPathTest(FiletimerTestCase):
 
 class WatchdogTest(FiletimerTestCase):
     def test_hung_worker_is_killed_and_events_are_reported(self):
-        server = self.serve(max_interval=10)
+        server = self.serve(max_interval=10, dump_grace=filetimer._DUMP_GRACE)
         worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
@@ -613,7 +617,7 @@ server.start()
 def spawn_at(pid, code, *args, **kwargs):
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(pid - 1))
-    return subprocess.Popen([sys.executable, "-c", code, *args], **kwargs)
+    return subprocess.Popen([sys.executable, "-S", "-c", code, *args], **kwargs)
 
 sleep = "import time; time.sleep(30)"
 # 1. A worker arms a timer and exits; a new process gets its pid before the deadline.
@@ -648,7 +652,7 @@ class PidReuseTest(FiletimerTestCase):
     def run_in_pid_namespace(self, mode):
         if os.geteuid() != 0 or not shutil.which("unshare"):
             self.skipTest("needs root and unshare to control pid allocation")
-        result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE,
+        result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", *PYTHON, "-c", REUSE,
                                  self.path, mode], env=ENV, capture_output=True, text=True, timeout=SLACK * 3)
         if result.returncode != 0 and "unshare" in result.stderr:
             self.skipTest("unshare is not permitted here: " + result.stderr.strip()[:200])
@@ -811,7 +815,7 @@ class EscalationTest(FiletimerTestCase):
     )
 
     def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(self):
-        self.serve(kill_after=0.3)
+        self.serve(kill_after=0.3, dump_grace=filetimer._DUMP_GRACE)
         worker = self.spawn_worker(self.IGNORE_TERM)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "escalate worker process" in self.event_names()))
@@ -850,10 +854,10 @@ class ClockStepTest(FiletimerTestCase):
                 try:
                     sleeper = self.spawn_sleeper()
                     with FileTimerClient(self.path) as client:
-                        client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 1.0, signal.SIGKILL))
+                        client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 0.8, signal.SIGKILL))
                     self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
                     command("shift %d" % step)
-                    time.sleep(0.4)
+                    time.sleep(0.3)
                     self.assertIsNone(sleeper.poll())  # not early
                     self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
                 finally:
@@ -914,7 +918,7 @@ class ShellTest(FiletimerTestCase):
     """acquire/release from shell scripts: the calling shell is the guarded process."""
 
     def shell(self, script):
-        cli = "%s -m filetimer" % sys.executable
+        cli = "%s -S -m filetimer" % sys.executable
         # In a session of its own: the children the killed shell leaves behind (its sleep 60) go with its group.
         child = self.spawn(["sh", "-c", script.replace("FT", cli).replace("PATH_", self.path)],
                            start_new_session=True)
@@ -941,7 +945,7 @@ class ShellTest(FiletimerTestCase):
         sleeper = self.spawn_sleeper()
         for spelling in ("TERM", "SIGTERM", "sigterm", "15"):
             with self.subTest(signal=spelling):
-                result = subprocess.run([sys.executable, "-m", "filetimer", "acquire", "--scope", spelling,
+                result = subprocess.run([*PYTHON, "-m", "filetimer", "acquire", "--scope", spelling,
                                          "--after", "60", "--signal", spelling, "--pid", str(sleeper.pid),
                                          "--path", self.path], env=ENV, capture_output=True, timeout=SLACK)
                 self.assertEqual(result.returncode, 0, result.stderr)
@@ -962,7 +966,7 @@ class ShellTest(FiletimerTestCase):
             with self.subTest(name):
                 if "--path" not in args:
                     args = [*args, "--path", self.path]
-                result = subprocess.run([sys.executable, "-m", "filetimer", *args], env=ENV, capture_output=True,
+                result = subprocess.run([*PYTHON, "-m", "filetimer", *args], env=ENV, capture_output=True,
                                         text=True, timeout=SLACK)
                 self.assertEqual(result.returncode, status, result.stderr)
                 self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
@@ -1123,11 +1127,11 @@ class StateFileTest(FiletimerTestCase):
 
 class CommandLineTest(FiletimerTestCase):
     def run_cli(self, *args):
-        return subprocess.run([sys.executable, "-m", "filetimer", *args], env=ENV, capture_output=True, text=True,
+        return subprocess.run([*PYTHON, "-m", "filetimer", *args], env=ENV, capture_output=True, text=True,
                               timeout=SLACK * 3)
 
     def start_cli(self, *args):
-        child = self.spawn([sys.executable, "-m", "filetimer", "serve", self.path, *args],
+        child = self.spawn([*PYTHON, "-m", "filetimer", "serve", self.path, *args],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.assertIn("serving " + self.path, child.stdout.readline())
         return child
@@ -1147,7 +1151,7 @@ class CommandLineTest(FiletimerTestCase):
                     self._reap(server)  # so the next subtest gets the path
 
     def test_serve_json_events(self):
-        server = self.spawn([sys.executable, "-m", "filetimer", "serve", self.path, "--events", "json",
+        server = self.spawn([*PYTHON, "-m", "filetimer", "serve", self.path, "--events", "json",
                              "--run-id", "r1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         started = json.loads(server.stdout.readline())
         self.assertEqual((started["event"], started["run_id"]), ("watchdog started", "r1"))
@@ -1204,7 +1208,7 @@ def hammer():
 thread = threading.Thread(target=hammer)
 thread.start()
 hung = 0
-for i in range(150):
+for i in range(100):
     pid = os.fork()
     if pid == 0:
         signal.alarm(3)  # a child stuck on an inherited lock dies of SIGALRM
@@ -1221,11 +1225,11 @@ print(hung, flush=True)
 """
 
     def test_forks_under_a_hammering_thread_leave_no_child_hung(self):
-        # 150 forks with each kind of client, 300 in all; on a client without fork safety most children hang.
+        # 100 forks with each kind of client; on a client without fork safety most children hang.
         server = self.serve()
         for mode in ("default", "keep_open"):
             with self.subTest(mode=mode):
-                worker = self.spawn([sys.executable, "-c", "import os, signal, sys, time, filetimer\npath = "
+                worker = self.spawn([*PYTHON, "-c", "import os, signal, sys, time, filetimer\npath = "
                                      "sys.argv[1]\n" + self.FORKS, self.path, mode], stdout=subprocess.PIPE, text=True)
                 out, _ = worker.communicate(timeout=SLACK * 6)
                 self.assertEqual((worker.returncode, out.strip()), (0, "0"))
@@ -1315,17 +1319,17 @@ class ExpiresShapesTest(FiletimerTestCase):
     def test_reset_is_a_progress_watchdog(self):
         server = self.serve()
         progress = self.spawn_worker(
-            "with filetimer.expires(after=0.5) as timer:\n    for _ in range(6):\n        time.sleep(0.15)\n"
+            "with filetimer.expires(after=0.5) as timer:\n    for _ in range(5):\n        time.sleep(0.15)\n"
             "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.6)\n"
         )
         self.assertEqual(progress.wait(SLACK), 0)
-        self.assertEqual(server.request_count, 1 + 6 + 1 + 1)
+        self.assertEqual(server.request_count, 1 + 5 + 1 + 1)
         self.hang_worker("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
 
     def test_release_without_a_server_is_quiet_and_acquire_raises(self):
         server, _ = self.spawn_server()
         worker = self.spawn(
-            [sys.executable, "-c", "import os, signal, sys, time, filetimer\npath = sys.argv[1]\n"
+            [*PYTHON, "-c", "import os, signal, sys, time, filetimer\npath = sys.argv[1]\n"
              "filetimer.configure(filetimer.FileTimerClient(path))\n"
              "with filetimer.expires(after=30):\n    sys.stdin.readline()\nprint('released', flush=True)\n"
              "try:\n    filetimer._configured_client.acquire('again', time.time() + 30)\n"
@@ -1357,6 +1361,7 @@ the_hung_step()
 """
 
     def run_hung(self, code, **server_options):
+        server_options.setdefault("dump_grace", filetimer._DUMP_GRACE)
         self.serve(**server_options)
         worker = self.spawn_worker_with_stderr(code)
         _, err = worker.communicate(timeout=SLACK)
@@ -1364,7 +1369,7 @@ the_hung_step()
         return err
 
     def spawn_worker_with_stderr(self, code):
-        return self.spawn([sys.executable, "-c", WORKER + code, self.path], stderr=subprocess.PIPE, text=True)
+        return self.spawn([*PYTHON, "-c", WORKER + code, self.path], stderr=subprocess.PIPE, text=True)
 
     def test_every_thread_is_dumped_before_the_kill(self):
         err = self.run_hung(self.THREADS)
@@ -1435,7 +1440,7 @@ class ProcessTreeTest(FiletimerTestCase):
         script = ("import subprocess\nfiletimer.configure(filetimer.FileTimerClient(path, signal=signal.SIG%s))\n"
                   % signal_name + code + "print('ready', flush=True)\n"
                   "with filetimer.expires(after=0.8):\n    time.sleep(60)\n")
-        worker = self.spawn([sys.executable, "-c", WORKER + script, self.path], stdout=subprocess.PIPE, text=True)
+        worker = self.spawn([*PYTHON, "-c", WORKER + script, self.path], stdout=subprocess.PIPE, text=True)
         self.assertEqual(worker.stdout.readline().strip(), "ready")
         return worker
 
@@ -1496,7 +1501,7 @@ class ProcessTreeTest(FiletimerTestCase):
         # after the parent was listed. Here the worker's child is listed too early once, and misses its own.
         server = self.serve()
         fork = "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\ntime.sleep(60)\n"
-        worker = self.spawn([sys.executable, "-c", "import subprocess, sys, time\n"
+        worker = self.spawn([*PYTHON, "-c", "import subprocess, sys, time\n"
                              "subprocess.Popen([sys.executable, '-c', sys.argv[1]])\ntime.sleep(60)\n", fork])
         self.assertTrue(wait_for(lambda: len(self.descendants_of(worker.pid)) == 2))
         tree = self.descendants_of(worker.pid)
@@ -1543,7 +1548,7 @@ class ProcessTreeTest(FiletimerTestCase):
         self.serve()
         marker = "600.%d1" % os.getpid()
         self.addCleanup(kill_marked, marker)
-        script = self.spawn(["sh", "-c", "%s -m filetimer acquire --scope step --after 0.5 --path %s && sleep %s"
+        script = self.spawn(["sh", "-c", "%s -S -m filetimer acquire --scope step --after 0.5 --path %s && sleep %s"
                              % (sys.executable, self.path, marker)])
         self.assertEqual(script.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not marked(marker)), marked(marker))
@@ -1578,7 +1583,7 @@ NOBODY = 65534
 
 def cli(*args, **kwargs):
     kwargs.setdefault("timeout", SLACK * 3)
-    return subprocess.run([sys.executable, "-m", "filetimer", *args], env=kwargs.pop("env", ENV),
+    return subprocess.run([*PYTHON, "-m", "filetimer", *args], env=kwargs.pop("env", ENV),
                           capture_output=True, text=True, **kwargs)
 
 
@@ -1678,7 +1683,7 @@ class SharedMachineTest(FiletimerTestCase):
         # directory before it looks at the state file beside the FIFO.
         environment = dict(ENV, XDG_RUNTIME_DIR="", FILETIMER_PATH="", TORCHELASTIC_TIMER_FILE="", TMPDIR=self.dir)
         fifo = os.path.join(self.dir, "filetimer-%d" % os.geteuid(), "filetimer.fifo")
-        server = self.spawn([sys.executable, "-m", "filetimer", "serve"], env=environment, stdout=subprocess.PIPE,
+        server = self.spawn([*PYTHON, "-m", "filetimer", "serve"], env=environment, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
         self.assertIn("serving " + fifo, server.stdout.readline())
         status = cli("status", env=environment)
@@ -1704,7 +1709,7 @@ class StatePerFifoTest(FiletimerTestCase):
     """serve keeps its state beside its FIFO; no server restores or replaces another's state."""
 
     def start_cli(self, path, *args):
-        child = self.spawn([sys.executable, "-m", "filetimer", "serve", path, "--max-interval", "0.1", *args],
+        child = self.spawn([*PYTHON, "-m", "filetimer", "serve", path, "--max-interval", "0.1", *args],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = child.stdout.readline()
         self.assertIn("serving " + path, line)
@@ -1758,7 +1763,7 @@ class StatePerFifoTest(FiletimerTestCase):
         running = cli("status", self.path)
         self.assertIn("0 active timers", running.stdout)
         sleeper = self.spawn_sleeper()
-        subprocess.run([sys.executable, "-m", "filetimer", "acquire", "--scope", "train", "--after", "100",
+        subprocess.run([*PYTHON, "-m", "filetimer", "acquire", "--scope", "train", "--after", "100",
                         "--signal", "TERM", "--pid", str(sleeper.pid), "--path", self.path], env=ENV, check=True,
                        timeout=SLACK)
         self.assertTrue(wait_for(lambda: "1 active timer" in cli("status", self.path).stdout))
@@ -1820,7 +1825,7 @@ class CommandLineErrorTest(FiletimerTestCase):
         main, secondary = os.openpty()
         self.addCleanup(os.close, main)
         with open(secondary) as terminal:
-            result = subprocess.run([sys.executable, "-m", "filetimer", "acquire", "--scope", "s", "--after", "600",
+            result = subprocess.run([*PYTHON, "-m", "filetimer", "acquire", "--scope", "s", "--after", "600",
                                      "--path", self.path], stdin=terminal, env=ENV, capture_output=True, text=True,
                                     timeout=SLACK)
         self.assertEqual(result.returncode, 0, result.stderr)
