@@ -100,6 +100,8 @@ _SIGSTOP: int = getattr(signal, "SIGSTOP", 19)
 _NSIG: int = getattr(signal, "NSIG", 65)
 # The signal a client asks to have its stacks dumped with (see _register_stack_dump).
 _DUMP_SIGNAL: int = getattr(signal, "SIGUSR2", 0)
+# signal.getsignal without its conversion to an enum, which cost 1 µs of every acquire.
+_getsignal: Callable[[int], object] = getattr(signal, "_signal", signal).getsignal
 _json_str = json.encoder.encode_basestring_ascii
 # The C scanner, without json.loads' Python wrappers (typeshed does not declare scan_once).
 _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -278,11 +280,24 @@ def _check_owner(path: str, st: os.stat_result, what: str) -> None:
                               % (what, path, _owner_name(st.st_uid)))
 
 
+def _read_proc(path: str) -> bytes:
+    """A /proc file's contents, in fewer system calls than open() makes (it adds fstat and ioctl)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        os.close(fd)
+
+
 def _proc_stat(pid: int) -> Tuple[int, int]:
     """(parent pid, start time in clock ticks since boot) of a process, from /proc (Linux); OSError if unknown."""
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat_line = f.read()
+        stat_line = _read_proc("/proc/%d/stat" % pid)
         # Fields 4 and 22; the command name (field 2) may hold spaces and parentheses.
         fields = stat_line[stat_line.rindex(b")") + 2 :].split()
         return int(fields[1]), int(fields[19])
@@ -319,7 +334,7 @@ _clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     """A forked child gets fresh client locks and no inherited handles: no hang on a lock held at the fork."""
-    _main_thread[0] = threading.main_thread().ident
+    _nesting.suffix = ""  # this thread is the child's main thread
     for client in list(_clients):
         client._lock = threading.Lock()
         fd, client._fd = client._fd, None
@@ -365,20 +380,20 @@ class FileTimerClient:
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
         self._fd: Optional[int] = None  # held only with keep_open
         self._lock = threading.Lock()  # guards _fd
-        self._identity: Tuple[int, Optional[int]] = (0, None)  # (pid, start time), redone after fork
+        # (pid, line end of a release, line end of an acquire that promises a dump), redone after fork
+        self._identity: Tuple[int, str, str] = (0, "", "")
         _clients.add(self)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         """Arm (or re-arm) the timer ``scope_id`` to fire at wall-clock ``expiration_time``."""
-        dump = self._dump_signal
-        if dump and signal.getsignal(dump) is not signal.SIG_DFL:  # the application took the signal since
-            dump = 0
+        # No dump promised if the application has taken the signal since.
+        dump = bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL
         self._send(scope_id, expiration_time, self.signal, dump)
 
     def release(self, scope_id: str) -> None:
         """Disarm the timer ``scope_id``; quiet when no server is reading any more."""
         try:
-            self._send(scope_id, -1, 0, 0)
+            self._send(scope_id, -1, 0, False)
         except BrokenPipeError as e:
             _log.debug("release of %r: %s", scope_id, e)
 
@@ -395,11 +410,14 @@ class FileTimerClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send(self, scope_id: str, expiration_time: float, sig: int, dump: int) -> None:
-        pid, start_time = self._identity
+    def _send(self, scope_id: str, expiration_time: float, sig: int, dump: bool) -> None:
+        pid, plain_end, dump_end = self._identity
         if pid != os.getpid():  # first request, or a forked child
-            self._identity = pid, start_time = os.getpid(), _process_start_time(os.getpid())
-        self._send_line((_line_start(pid, scope_id, expiration_time, sig) + _hints(start_time, dump)).encode("ascii"))
+            pid, start_time = os.getpid(), _process_start_time(os.getpid())
+            plain_end, dump_end = _hints(start_time, 0), _hints(start_time, self._dump_signal)
+            self._identity = pid, plain_end, dump_end
+        line = _line_start(pid, scope_id, expiration_time, sig) + (dump_end if dump else plain_end)
+        self._send_line(line.encode("ascii"))
 
     def _send_request(self, request: FileTimerRequest) -> None:
         """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
@@ -513,14 +531,15 @@ class _Timer:
 
 
 class _Nesting(threading.local):
-    """Per thread: the innermost timer ``expires`` holds armed, by scope."""
+    """Per thread: the innermost timer ``expires`` holds armed, by scope, and what default scopes get appended."""
 
     def __init__(self) -> None:
         self.innermost: Dict[str, _Timer] = {}
+        main = threading.current_thread() is threading.main_thread()
+        self.suffix = "" if main else "@%d" % threading.get_ident()
 
 
 _nesting = _Nesting()
-_main_thread = [threading.main_thread().ident]  # its ident, renewed in a forked child
 
 
 class expires:
@@ -550,13 +569,10 @@ class expires:
         """The scope on the wire: the default one names the thread and asyncio task, but for the main thread's."""
         if not self._per_thread:
             return self._scope
-        ident = threading.get_ident()
         asyncio = sys.modules.get("asyncio")  # only looked at if the program imported it
         if asyncio is not None and asyncio._get_running_loop() is not None:
-            return "%s@%d/task-%x" % (self._scope, ident, id(asyncio.current_task()))
-        if ident == _main_thread[0]:
-            return self._scope
-        return "%s@%d" % (self._scope, ident)
+            return "%s@%d/task-%x" % (self._scope, threading.get_ident(), id(asyncio.current_task()))
+        return self._scope + _nesting.suffix
 
     def __enter__(self) -> _Timer:
         client = self._client or _configured_client
@@ -572,9 +588,10 @@ class expires:
     def __exit__(self, *exc_info: object) -> None:
         scope = self._thread_scope()
         innermost = _nesting.innermost
-        outer = innermost[scope].outer
+        timer = innermost.pop(scope)
+        outer = timer.outer
         if outer is None:
-            innermost.pop(scope).client.release(scope)
+            timer.client.release(scope)
             return
         innermost[scope] = outer  # the enclosing block of the same scope: guarded again, never less than torch
         outer.deadline = max(outer.deadline, time.time() + outer.after)
@@ -695,8 +712,8 @@ def _children(pid: int) -> List[int]:
     if _HAVE_PROC_CHILDREN:
         with contextlib.suppress(OSError):
             for tid in os.listdir("/proc/%d/task" % pid):
-                with contextlib.suppress(OSError), open("/proc/%d/task/%s/children" % (pid, tid), "rb") as f:
-                    found += map(int, f.read().split())
+                with contextlib.suppress(OSError):
+                    found += map(int, _read_proc("/proc/%d/task/%s/children" % (pid, tid)).split())
         return found
     with contextlib.suppress(OSError):  # an older kernel: every process's parent
         for entry in os.listdir("/proc"):
@@ -720,34 +737,47 @@ def _ancestors() -> Set[int]:
     return pids
 
 
-def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
+def _wait_until_stopped(pids: Iterable[int], stopped: Set[str], timeout: float = 0.1) -> None:
     """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited.
 
     A fork that was under way when SIGSTOP was sent still completes; once the
     forking thread is stopped, the child is in its parent's list of children.
+    ``stopped`` holds the threads already seen stopped (a stopped thread stays
+    so), which are not read again.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     pending = list(pids)
-    while pending and time.monotonic() < deadline:
-        pending = [pid for pid in pending if not _stopped(pid)]
-        if pending:
+    while pending:
+        pending = [pid for pid in pending if not _stopped(pid, stopped)]
+        waited = time.monotonic() - started
+        if not pending or waited >= timeout:
+            return
+        if waited < 0.002:  # a stop takes tens of microseconds: let the process run rather than sleep
+            os.sched_yield()
+        else:
             time.sleep(0.0002)
 
 
-def _stopped(pid: int) -> bool:
-    """Whether every thread of the process is stopped, traced or dead (or the process is gone)."""
+def _stopped(pid: int, stopped: Set[str]) -> bool:
+    """Whether every thread of the process is stopped, traced or dead (or the process is gone).
+
+    Threads found so are added to ``stopped``; those already in it are not read.
+    """
     try:
         tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
         return True
     for tid in tids:
+        path = "/proc/%d/task/%s/stat" % (pid, tid)
+        if path in stopped:
+            continue
         try:
-            with open("/proc/%d/task/%s/stat" % (pid, tid), "rb") as f:
-                line = f.read()
+            line = _read_proc(path)
         except OSError:  # that thread has exited
             continue
         if line[line.rindex(b")") + 2 :][:1] not in (b"T", b"t", b"Z", b"X"):
             return False
+        stopped.add(path)
     return True
 
 
@@ -1382,10 +1412,11 @@ class FileTimerServer:
         spared: Optional[Set[int]] = None  # the server and its ancestors, read once a child turns up
         seen = {worker.pid}
         tree = [worker]
+        stopped: Set[str] = set()
         grown = True
         while grown:  # until a pass over the stopped tree finds no new process
             grown = False
-            _wait_until_stopped([process.pid for process in tree])
+            _wait_until_stopped([process.pid for process in tree], stopped)
             for parent in tree:  # grows as it is walked: breadth first
                 for pid in _children(parent.pid):
                     if spared is None:

@@ -277,7 +277,7 @@ class WatchdogTest(FiletimerTestCase):
         # outer level's first deadline, and the worker survives only because of that re-arm.
         server = self.serve()
         worker = self.spawn_worker(
-            "def f(n):\n    with filetimer.expires(after=1.0):\n        time.sleep(0.6)\n        if n:\n"
+            "def f(n):\n    with filetimer.expires(after=0.6):\n        time.sleep(0.35)\n        if n:\n"
             "            f(n - 1)\nf(1)\n"
         )
         self.assertEqual(worker.wait(SLACK), 0)
@@ -293,7 +293,7 @@ class WatchdogTest(FiletimerTestCase):
                 return expiration
 
             expirations = []
-            for after in (1, 100, 50):  # armed, then later, then earlier: never released in between
+            for after in (0.6, 100, 50):  # armed, then later, then earlier: never released in between
                 expirations.append(acquire(after))
                 self.assertTrue(wait_for(lambda: [t.expiration_time for t in server.timers()] == expirations[-1:]))
             time.sleep(max(0.0, expirations[0] + 0.3 - time.time()))
@@ -347,12 +347,12 @@ class WatchdogTest(FiletimerTestCase):
         server.register_timers([
             FileTimerRequest(worker.pid, "a", now + 0.1, 0),
             FileTimerRequest(worker.pid, "b", now + 0.1, signal.SIGTERM),
-            FileTimerRequest(worker.pid, "c", now + 1, signal.SIGKILL),
+            FileTimerRequest(worker.pid, "c", now + 0.6, signal.SIGKILL),
         ])
         self.assertEqual(worker.stdout.readline(), "TERM\n")
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
         self.assertEqual(server.timers(), [])  # c too: reaping drops all the worker's timers
-        time.sleep(max(0.0, now + 1.5 - time.time()))  # past c's deadline
+        time.sleep(max(0.0, now + 0.9 - time.time()))  # past c's deadline
         self.assertIsNone(worker.poll())
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "timer expired", "kill worker process"])
         worker.stdin.close()
@@ -437,13 +437,16 @@ class LifecycleTest(FiletimerTestCase):
 
 class ClientTest(FiletimerTestCase):
     def test_no_server_raises_broken_pipe(self):
-        with FileTimerClient(self.path) as client:
-            self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
-        os.mkfifo(self.path)  # a FIFO nobody reads
-        for keep_open in (False, True):
-            with FileTimerClient(self.path, keep_open=keep_open) as client:
+        # Each request tries to open the FIFO five times, with three 0.1 s sleeps (recorded here, not slept).
+        with mock.patch.object(filetimer.time, "sleep") as slept:
+            with FileTimerClient(self.path) as client:
                 self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
-                client.release("s")  # quiet: with no server there is no timer to release
+            os.mkfifo(self.path)  # a FIFO nobody reads
+            for keep_open in (False, True):
+                with FileTimerClient(self.path, keep_open=keep_open) as client:
+                    self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
+                    client.release("s")  # quiet: with no server there is no timer to release
+        self.assertEqual(slept.call_args_list, [mock.call(0.1)] * 3 * 5)
 
     def test_request_over_pipe_buf_is_refused_before_writing(self):
         server = self.serve()
@@ -637,7 +640,7 @@ time.sleep(0.05)
 heir2 = spawn_at(6000, sleep)
 filetimer.FileTimerClient(path)._send_request(
     filetimer.FileTimerRequest(heir2.pid, "stale", time.time() + 0.2, 9, start_time=dead_start))
-time.sleep(1.5)
+time.sleep(0.8)  # past both deadlines: the first was armed at least 0.1 s ago
 print(json.dumps({"pids": [worker.pid, heir.pid, dead.pid, heir2.pid],
                   "alive": [heir.poll() is None, heir2.poll() is None], "events": events}))
 for p in (heir, heir2):
@@ -797,8 +800,9 @@ class BackPressureAndRestartTest(FiletimerTestCase):
                     self.assertTrue(wait_for(lambda command=command: command() == [1, 0, 0]))
                     server.kill()
                     server.wait()
-                    self.assertRaises(BrokenPipeError, client.acquire, "while down", time.time() + 60)
-                    client.release("while down")  # quiet: no server, no timer
+                    with mock.patch.object(filetimer.time, "sleep"):  # the open retries: not slept here
+                        self.assertRaises(BrokenPipeError, client.acquire, "while down", time.time() + 60)
+                        client.release("while down")  # quiet: no server, no timer
                     restarted = self.serve()
                     client.release("after")
                     self.assertTrue(wait_for(lambda restarted=restarted: restarted.request_count == 1))
@@ -854,10 +858,10 @@ class ClockStepTest(FiletimerTestCase):
                 try:
                     sleeper = self.spawn_sleeper()
                     with FileTimerClient(self.path) as client:
-                        client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 0.8, signal.SIGKILL))
+                        client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 0.6, signal.SIGKILL))
                     self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
                     command("shift %d" % step)
-                    time.sleep(0.3)
+                    time.sleep(0.2)
                     self.assertIsNone(sleeper.poll())  # not early
                     self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
                 finally:
@@ -1051,7 +1055,7 @@ class StateFileTest(FiletimerTestCase):
 
     def test_a_worker_armed_before_a_server_crash_is_still_killed_after_restart(self):
         server, _ = self.spawn_server(state_file=self.state)
-        worker = self.spawn_worker("with filetimer.expires(after=1.5):\n    time.sleep(60)\n")
+        worker = self.spawn_worker("with filetimer.expires(after=1.0):\n    time.sleep(60)\n")
         self.assertTrue(wait_for(lambda: len(self.saved()) == 1))
         server.kill()
         server.wait()
@@ -1303,11 +1307,11 @@ class ExpiresShapesTest(FiletimerTestCase):
                 )
 
     def test_recursion_spares_what_torch_spares_and_kills_what_it_kills(self):
-        # torch's test_get_timer_recursive, with 10x its times: each level is quick, the whole is not.
+        # torch's test_get_timer_recursive, with 6x and 4x its times: each level is quick, the whole is not.
         server = self.serve()
         spared = self.spawn_worker(
-            "def f(n):\n    if n:\n        with filetimer.expires(after=1.0):\n            f(n - 1)\n"
-            "            time.sleep(0.4)\nf(3)\n"
+            "def f(n):\n    if n:\n        with filetimer.expires(after=0.6):\n            f(n - 1)\n"
+            "            time.sleep(0.2)\nf(3)\n"
         )
         self.assertEqual(spared.wait(SLACK), 0)
         self.assertEqual(server.timers(), [])
@@ -1319,8 +1323,8 @@ class ExpiresShapesTest(FiletimerTestCase):
     def test_reset_is_a_progress_watchdog(self):
         server = self.serve()
         progress = self.spawn_worker(
-            "with filetimer.expires(after=0.5) as timer:\n    for _ in range(5):\n        time.sleep(0.15)\n"
-            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.6)\n"
+            "with filetimer.expires(after=0.4) as timer:\n    for _ in range(5):\n        time.sleep(0.1)\n"
+            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.5)\n"
         )
         self.assertEqual(progress.wait(SLACK), 0)
         self.assertEqual(server.request_count, 1 + 5 + 1 + 1)
@@ -1404,13 +1408,17 @@ the_hung_step()
                 self.assertNotIn("dump worker stacks", self.event_names())
 
     def test_an_application_handler_of_the_dump_signal_is_left_alone(self):
-        err = self.run_hung(
-            "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', file=sys.stderr))\n"
-            "filetimer.configure(filetimer.FileTimerClient(path))\n" + self.THREADS
-        )
-        self.assertNotIn("application handler ran", err)
-        self.assertNotIn("parked_in_sleep", err)
-        self.assertNotIn("dump worker stacks", self.event_names())
+        # Taken before the client is made (it registers nothing) or after (its acquires stop promising a dump).
+        handler = "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', file=sys.stderr))\n"
+        client = "filetimer.configure(filetimer.FileTimerClient(path))\n"
+        for i, order in enumerate((handler + client, client + handler)):
+            with self.subTest(order=order):
+                self.events.clear()
+                self.path = os.path.join(self.dir, "%d.fifo" % i)
+                err = self.run_hung(order + self.THREADS)
+                self.assertNotIn("application handler ran", err)
+                self.assertNotIn("parked_in_sleep", err)
+                self.assertNotIn("dump worker stacks", self.event_names())
 
 
 def alive(pid, start_time):
@@ -1518,6 +1526,38 @@ class ProcessTreeTest(FiletimerTestCase):
         self.addCleanup(handle.close)
         with mock.patch.object(filetimer, "_children", children):
             self.assertEqual(server._kill_process_tree(handle), 2)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
+
+    def test_the_walk_waits_until_every_thread_has_stopped(self):
+        # A thread still forking when SIGSTOP arrives runs on (state R) until its fork is done; only then is the
+        # child in the list. Here the worker's thread reads as running three times, and its child is listed
+        # only after that: a walk that listed children before every thread had stopped would miss it.
+        server = self.serve()
+        worker = self.spawn([*PYTHON, "-c", "import subprocess, sys, time\n"
+                             "subprocess.Popen([sys.executable, '-S', '-c', 'import time; time.sleep(60)'])\n"
+                             "time.sleep(60)\n"])
+        self.assertTrue(wait_for(lambda: len(self.descendants_of(worker.pid)) == 1))
+        tree = self.descendants_of(worker.pid)
+        self.addCleanup(self.kill_leftovers, tree)
+        running_reads = []
+        real_read, real_children = filetimer._read_proc, filetimer._children
+
+        def read_proc(path):
+            data = real_read(path)
+            if path.startswith("/proc/%d/task/" % worker.pid) and path.endswith("/stat") and len(running_reads) < 3:
+                running_reads.append(path)
+                state = data.rindex(b")") + 2
+                data = data[:state] + b"R" + data[state + 1 :]
+            return data
+
+        def children(pid):
+            return [] if pid == worker.pid and len(running_reads) < 3 else real_children(pid)
+
+        handle = filetimer._Worker.attach(worker.pid, None)
+        self.addCleanup(handle.close)
+        with mock.patch.object(filetimer, "_read_proc", read_proc), mock.patch.object(filetimer, "_children", children):
+            self.assertEqual(server._kill_process_tree(handle), 1)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
 

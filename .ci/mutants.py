@@ -111,6 +111,18 @@ MUTANTS: List[Mutant] = [
         ["ProcessTreeTest.test_a_child_whose_fork_completes_after_its_parent_was_listed_is_killed",
          "ProcessTreeTest.test_a_tree_that_keeps_forking_during_the_kill_leaves_nothing"],
     ),
+    (
+        "tree-no-stop-wait",  # children would be listed before every thread had stopped, a fork still under way
+        'if line[line.rindex(b")") + 2 :][:1] not in (b"T", b"t", b"Z", b"X"):',
+        "if False:",
+        ["ProcessTreeTest.test_the_walk_waits_until_every_thread_has_stopped"],
+    ),
+    (
+        "dump-promise-unchecked",  # an acquire would promise a dump after the application took the dump signal
+        "dump = bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL",
+        "dump = bool(self._dump_signal)",
+        ["StackDumpTest.test_an_application_handler_of_the_dump_signal_is_left_alone"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant

@@ -29,6 +29,7 @@ figure grows with it.
 
 import argparse
 import array
+import fcntl
 import importlib.util
 import json
 import logging
@@ -41,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import timeit
@@ -102,6 +104,39 @@ impl, path, pairs, start_at, keep_open = sys.argv[1], sys.argv[2], int(sys.argv[
 if impl == "torch":
     from torch.distributed.elastic.timer import FileTimerClient
     client = FileTimerClient(path)
+elif keep_open.startswith("bare"):  # the floor: os calls with ready-made lines, no client
+    import os, filetimer
+
+    class Bare:
+        def __init__(self):
+            self.reopen = keep_open == "bare-reopen"  # open, fstat, write, close per request
+            self.fd = None if self.reopen else os.open(path, os.O_WRONLY)
+            self.lines = {}
+
+        def acquire(self, scope, deadline):
+            self.write(scope, deadline, 9)
+
+        def release(self, scope):
+            self.write(scope, -1, 0)
+
+        def write(self, scope, deadline, sig):
+            line = self.lines.get((scope, sig))
+            if line is None:
+                line = self.lines[scope, sig] = filetimer._wire_line(
+                    filetimer.FileTimerRequest(os.getpid(), scope, deadline, sig))
+            if not self.reopen:
+                os.write(self.fd, line)
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.fstat(fd)
+            try:
+                os.write(fd, line)
+            except BlockingIOError:  # a full pipe: wait for room, as the client does
+                os.set_blocking(fd, True)
+                os.write(fd, line)
+            os.close(fd)
+
+    client = Bare()
 else:
     from filetimer import FileTimerClient
     client = FileTimerClient(path, keep_open=keep_open == "1")
@@ -512,6 +547,7 @@ def bench_pair(impl, path, runs, pairs, keep_open=False):
                         samples.append(time.perf_counter_ns() - started)
                     resets.append(statistics.median(samples) / 1000)
             result["reset_us"] = statistics.median(resets)
+            result["floor_us"] = bare_pair_us(path, runs, pairs, keep_open)
         client_close = getattr(client, "close", None)
         if client_close:
             client_close()
@@ -519,11 +555,57 @@ def bench_pair(impl, path, runs, pairs, keep_open=False):
     return result
 
 
-def bench_ingest(impl, path, runs, pairs_per_writer, keep_open=False, writers=4):
+def unread(fd):
+    """Bytes in the pipe of ``fd`` that no one has read yet."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
+def bare_pair_us(path, runs, pairs, keep_open):
+    """Median µs for the system calls of one pair alone, with ready-made lines: the floor under the pair.
+
+    keep_open: two os.write on a held fd; else each write between an os.open,
+    the os.fstat the client checks the FIFO with, and an os.close. Between
+    pairs it waits until the server has read the pipe empty, as it has when
+    a client's pair starts (these calls alone would outrun it and fill the pipe).
+    """
+    pid = os.getpid()
+    lines = [filetimer._wire_line(filetimer.FileTimerRequest(pid, "pair", time.time() + FAR, 9, None, 12)),
+             filetimer._wire_line(filetimer.FileTimerRequest(pid, "pair", -1, 0))]
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    held = os.open(path, flags)
+    medians = []
+    try:
+        for _ in range(runs):
+            samples = []
+            for _ in range(pairs):
+                started = time.perf_counter_ns()
+                for line in lines:
+                    if keep_open:
+                        os.write(held, line)
+                    else:
+                        fd = os.open(path, flags)
+                        os.fstat(fd)
+                        os.write(fd, line)
+                        os.close(fd)
+                samples.append(time.perf_counter_ns() - started)
+                while unread(held):
+                    pass
+            medians.append(statistics.median(samples) / 1000)
+    finally:
+        os.close(held)
+    return statistics.median(medians)
+
+
+def bench_ingest(impl, path, runs, pairs_per_writer, mode="default", writers=4):
     """Requests/s from 4 writer processes, with requests lost and client errors.
 
     Also the CPU time per request of the server and of the writers: with 2
     cores for all five processes, the rate cannot exceed 2 s / (their sum).
+    ``mode``: "default" or "keep_open" (filetimer's client), or the floors of
+    their rates, with ready-made lines and no client: "bare-reopen" (os.open,
+    os.fstat, os.write, os.close per request) and "bare" (os.write alone).
 
     torch's server counts requests once per max_interval, so it runs at 1 s here.
     """
@@ -535,7 +617,8 @@ def bench_ingest(impl, path, runs, pairs_per_writer, keep_open=False, writers=4)
             cpu = cpu_seconds(server.pid)
             start_at = time.time() + 0.5
             children = [spawner(impl).spawn(WRITER, [impl, path, str(pairs_per_writer), str(start_at),
-                                                     "1" if keep_open else "0"]) for _ in range(writers)]
+                                                     {"default": "0", "keep_open": "1"}.get(mode, mode)])
+                        for _ in range(writers)]
             sent = 0
             server.wait_for_count(base + writers * pairs_per_writer * 2, patience=max_interval + 1.5)
             for child in children:
@@ -638,6 +721,22 @@ def read_all(fd, first, chunks):
         if not first:
             first.append(time.time())
         chunks.append(chunk)
+
+
+def kill_floor_ms(path, runs, threads=0):
+    """Median ms from SIGKILL to waitpid of an idle HUNG_WORKER killed here, no server: the floor under
+    "deadline -> worker dead" (the kernel ending the worker and waking its parent)."""
+    latencies = []
+    for _ in range(runs):
+        worker = hung_worker(path, False, threads)
+        time.sleep(0.05)
+        started = time.perf_counter()
+        os.kill(worker.pid, signal.SIGKILL)
+        os.waitpid(worker.pid, 0)
+        latencies.append((time.perf_counter() - started) * 1000)
+        worker.returncode = -signal.SIGKILL
+        close_pipes(worker)
+    return statistics.median(latencies)
 
 
 def bench_dump(path, runs, threads=20):
@@ -880,7 +979,10 @@ def within_grace(v, figures):
 ROWS = [
     ("pair_default_us", "acquire+release pair, default client (server in another process)", "µs", "<= 10",
      at_most(10)),
+    ("pair_default_floor_us", "  floor: its system calls alone (open, fstat, write, close; twice)", "µs", "-",
+     None),
     ("pair_keep_open_us", "acquire+release pair, keep_open=True", "µs", "<= 6", at_most(6)),
+    ("pair_keep_open_floor_us", "  floor: its two os.write calls alone", "µs", "-", None),
     ("pair_errors", "  pair errors (both clients)", "", "0", none),
     ("reset_default_us", "reset() of an armed timer, default client", "µs", "<= pair/2", half_pair("pair_default_us")),
     ("reset_keep_open_us", "reset() of an armed timer, keep_open=True", "µs", "<= pair/2",
@@ -888,10 +990,17 @@ ROWS = [
     ("ingest_default_rps", "ingest, 4 writer processes, default client", "req/s", ">= 120000", at_least(120000)),
     ("ingest_default_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
     ("ingest_default_server_cpu_us", "  server's CPU per request", "µs", "-", None),
+    ("ingest_bare_reopen_rps", "  floor: 4 writers of bare open, fstat, write, close; ready-made lines", "req/s", "-",
+     None),
+    ("ingest_bare_reopen_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
+    ("ingest_bare_reopen_server_cpu_us", "  server's CPU per request", "µs", "-", None),
     ("ingest_keep_open_rps", "ingest, 4 writer processes, keep_open=True", "req/s", ">= 150000", at_least(150000)),
     ("ingest_keep_open_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
     ("ingest_keep_open_server_cpu_us", "  server's CPU per request", "µs", "-", None),
-    ("ingest_lost", "  requests lost (sent - counted), both clients", "", "0", none),
+    ("ingest_bare_rps", "  floor: 4 writers of bare os.write, ready-made lines", "req/s", "-", None),
+    ("ingest_bare_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
+    ("ingest_bare_server_cpu_us", "  server's CPU per request", "µs", "-", None),
+    ("ingest_lost", "  requests lost (sent - counted), all writers", "", "0", none),
     ("ingest_errors", "  client errors", "", "0", none),
     ("ingest_crashed_writers", "  writers crashed", "", "0", none),
     ("expiry_0.1_median_ms", "expiry at a random phase, max_interval 0.1, worker can't dump: median", "ms", "<= 2",
@@ -915,9 +1024,11 @@ ROWS = [
     ("expiry_nodump_10_signal_median_ms", "  server's share (deadline -> kill sent): median", "ms", "-", None),
     ("expiry_nodump_10_signal_max_ms", "  server's share: max", "ms", "-", None),
     ("expiry_misses", "  workers armed late, spared or killed by another signal", "", "0", none),
+    ("expiry_floor_ms", "  floor: SIGKILL -> waitpid of such a worker, sent here, no server", "ms", "-", None),
     ("dump_first_byte_ms", "stack dump: deadline -> first byte on the worker's stderr", "ms", "<= 5", at_most(5)),
     ("dump_first_byte_max_ms", "  same, max", "ms", "-", None),
     ("dump_dead_ms", "stack dump: deadline -> worker dead (dump_grace 100 ms)", "ms", "<= grace+5", within_grace),
+    ("dump_floor_ms", "  floor: SIGKILL -> waitpid of such a worker (21 threads), sent here", "ms", "-", None),
     ("dump_incomplete", "  dumps missing one of the 21 threads (20 + main)", "", "0", none),
     ("dump_misses", "  runs without a dump or a SIGKILL", "", "0", none),
     ("tree_after_worker_ms", "tree kill, 111 descendants: all dead after the worker", "ms", "<= 50", at_most(50)),
@@ -969,15 +1080,16 @@ def measure(impl, quick, sections, log):
             result = bench_pair(impl, path, runs, pairs)
             figures["pair_default_us"], figures["pair_errors"] = result["pair_us"], result["pair_errors"]
             if ours:
-                figures["reset_default_us"] = result["reset_us"]
+                figures["reset_default_us"], figures["pair_default_floor_us"] = result["reset_us"], result["floor_us"]
                 result = bench_pair(impl, path, runs, pairs, keep_open=True)
                 figures["pair_keep_open_us"], figures["reset_keep_open_us"] = result["pair_us"], result["reset_us"]
+                figures["pair_keep_open_floor_us"] = result["floor_us"]
                 figures["pair_errors"] += result["pair_errors"]
         if section("ingest"):
-            for keep_open in (False, True) if ours else (False,):
+            for mode in ("default", "bare-reopen", "keep_open", "bare") if ours else ("default",):
                 result = bench_ingest(impl, path, 1 if quick or not ours else 3, 5000 if quick or not ours else 12500,
-                                      keep_open)
-                mode = "keep_open" if keep_open else "default"
+                                      mode)
+                mode = mode.replace("-", "_")
                 figures["ingest_%s_rps" % mode] = result["ingest_rps"]
                 figures["ingest_%s_server_cpu_us" % mode] = result["server_cpu_us"]
                 figures["ingest_%s_writer_cpu_us" % mode] = result["writer_cpu_us"]
@@ -998,8 +1110,11 @@ def measure(impl, quick, sections, log):
                     for figure in ("median_ms", "max_ms", "signal_median_ms", "signal_max_ms"):
                         figures["%s_%s_%s" % (name, max_interval, figure)] = result[figure]
                     figures["expiry_misses"] += result["misses"]
+            if ours:
+                figures["expiry_floor_ms"] = kill_floor_ms(path, 5 if quick else 12)
         if ours and section("dump"):
             figures.update(bench_dump(path, 3 if quick else 7))
+            figures["dump_floor_ms"] = kill_floor_ms(path, 5 if quick else 12, threads=20)
         if section("tree"):
             result = bench_tree(impl, path, 2 if quick else (5 if ours else 1), tmp)
             figures.update(result)
