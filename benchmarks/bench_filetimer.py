@@ -23,6 +23,11 @@ rows stop at the server's "kill worker process" event instead; the rest is
 the kernel ending the worker and waking its parent. --quick spreads the
 phases of the 10 s interval over 2 s only.
 
+Rows that start with "floor:" measure, in the same run, what the machine
+costs without filetimer's code: the same system calls with ready-made lines,
+or SIGKILL -> waitpid of the same worker sent by this script. What lies above
+a floor is filetimer's; a target below its floor is out of this machine's reach.
+
 The last row times a fixed pure-Python loop: on a busy or slower machine every
 figure grows with it.
 """
