@@ -184,10 +184,11 @@ class FileTimerRequest:
             dump = 0
         elif not (type(dump) is int and 0 <= dump < _NSIG):
             raise _invalid("dump_signal", dump, "an integer from 0 to %d" % (_NSIG - 1))
-        return cls(pid, scope_id, expiration, sig, start_time, dump)
+        return cls(pid, scope_id, float(expiration), sig, start_time, dump)
 
 
-# %.17g writes a time as exactly as repr() (17 significant digits round-trip) for a third less.
+# %.17g writes a time as exactly as repr() (17 significant digits round-trip) for a third less;
+# a whole number comes out without ".0" (as torch's -1 does), and from_json reads every time as a float.
 _LINE = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %.17g, "signal": %d'
 
 
@@ -335,7 +336,6 @@ _clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     """A forked child gets fresh client locks and no inherited handles: no hang on a lock held at the fork."""
-    _nesting.suffix = ""  # this thread is the child's main thread
     for client in list(_clients):
         client._lock = threading.Lock()
         fd, client._fd = client._fd, None
@@ -532,12 +532,15 @@ class _Timer:
 
 
 class _Nesting(threading.local):
-    """Per thread: the innermost timer ``expires`` holds armed, by scope, and what default scopes get appended."""
+    """Per thread: the innermost timer ``expires`` holds armed, by scope, and what default scopes get appended.
+
+    A thread keeps its suffix in a child it forks, so the blocks it is inside still find their timers.
+    """
 
     def __init__(self) -> None:
         self.innermost: Dict[str, _Timer] = {}
-        main = threading.current_thread() is threading.main_thread()
-        self.suffix = "" if main else "@%d" % threading.get_ident()
+        ident = threading.get_ident()  # not current_thread(): that would leave a _DummyThread for a C thread
+        self.suffix = "" if ident == threading.main_thread().ident else "@%d" % ident
 
 
 _nesting = _Nesting()
@@ -738,15 +741,15 @@ def _ancestors() -> Set[int]:
     return pids
 
 
-def _wait_until_stopped(pids: Iterable[int], stopped: Set[str], timeout: float = 0.1) -> None:
+def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
     """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited.
 
     A fork that was under way when SIGSTOP was sent still completes; once the
     forking thread is stopped, the child is in its parent's list of children.
-    ``stopped`` holds the threads already seen stopped (a stopped thread stays
-    so), which are not read again.
+    A thread seen stopped is not read again during this wait.
     """
     started = time.monotonic()
+    stopped: Set[str] = set()
     pending = list(pids)
     while pending:
         pending = [pid for pid in pending if not _stopped(pid, stopped)]
@@ -1413,11 +1416,10 @@ class FileTimerServer:
         spared: Optional[Set[int]] = None  # the server and its ancestors, read once a child turns up
         seen = {worker.pid}
         tree = [worker]
-        stopped: Set[str] = set()
         grown = True
         while grown:  # until a pass over the stopped tree finds no new process
             grown = False
-            _wait_until_stopped([process.pid for process in tree], stopped)
+            _wait_until_stopped([process.pid for process in tree])
             for parent in tree:  # grows as it is walked: breadth first
                 for pid in _children(parent.pid):
                     if spared is None:

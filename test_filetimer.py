@@ -196,6 +196,7 @@ class RequestTest(TimeLimitedTestCase):
 
     def test_extra_keys_are_ignored(self):
         line = '{"version": 1, "pid": 99, "scope_id": "s", "expiration_time": 5, "signal": 0, "future": [1]}'
+        self.assertIs(type(FileTimerRequest.from_json(line).expiration_time), float)  # as torch's -1 is read too
         self.assertEqual(FileTimerRequest.from_json(line), FileTimerRequest(99, "s", 5, 0))
 
     def test_from_json_refuses_malformed_lines(self):
@@ -1055,7 +1056,7 @@ class StateFileTest(FiletimerTestCase):
 
     def test_a_worker_armed_before_a_server_crash_is_still_killed_after_restart(self):
         server, _ = self.spawn_server(state_file=self.state)
-        worker = self.spawn_worker("with filetimer.expires(after=1.0):\n    time.sleep(60)\n")
+        worker = self.spawn_worker("with filetimer.expires(after=1.5):\n    time.sleep(60)\n")
         self.assertTrue(wait_for(lambda: len(self.saved()) == 1))
         server.kill()
         server.wait()
@@ -1239,6 +1240,21 @@ print(hung, flush=True)
                 self.assertEqual((worker.returncode, out.strip()), (0, "0"))
         self.assertEqual(server.rejected_count, 0)
 
+    def test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly(self):
+        # The child's copy of the thread is its main thread, yet its blocks must still find their timers.
+        server = self.serve()
+        worker = self.spawn_worker(
+            "import threading\ndef step():\n    with filetimer.expires(after=30):\n        pid = os.fork()\n"
+            "    if pid == 0:\n        print('child left the block', flush=True)\n        os._exit(0)\n"
+            "    print('child exit status', os.waitpid(pid, 0)[1], flush=True)\n"
+            "thread = threading.Thread(target=step)\nthread.start()\nthread.join()\n",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = worker.communicate(timeout=SLACK)
+        self.assertEqual((worker.returncode, out.splitlines()), (0, ["child left the block", "child exit status 0"]),
+                         err)
+        self.assertTrue(wait_for(lambda: server.request_count == 3))  # the parent's acquire and release, the child's
+        self.assertEqual(server.timers(), [])
+
 
 class ExpiresShapesTest(FiletimerTestCase):
     """Every shape of expires is guarded: async, threads, nesting, progress, no server."""
@@ -1408,7 +1424,8 @@ the_hung_step()
                 self.assertNotIn("dump worker stacks", self.event_names())
 
     def test_an_application_handler_of_the_dump_signal_is_left_alone(self):
-        # Taken before the client is made (it registers nothing) or after (its acquires stop promising a dump).
+        # Taken before the configured client is made (it registers nothing) or after (its acquires stop promising
+        # a dump).
         handler = "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', file=sys.stderr))\n"
         client = "filetimer.configure(filetimer.FileTimerClient(path))\n"
         for i, order in enumerate((handler + client, client + handler)):
@@ -1531,21 +1548,23 @@ class ProcessTreeTest(FiletimerTestCase):
 
     def test_the_walk_waits_until_every_thread_has_stopped(self):
         # A thread still forking when SIGSTOP arrives runs on (state R) until its fork is done; only then is the
-        # child in the list. Here the worker's thread reads as running three times, and its child is listed
-        # only after that: a walk that listed children before every thread had stopped would miss it.
+        # child in the list. Here the worker's second thread reads as running three times, and the child is
+        # listed only after that: a walk that listed children before every thread had stopped would miss it.
         server = self.serve()
-        worker = self.spawn([*PYTHON, "-c", "import subprocess, sys, time\n"
+        worker = self.spawn([*PYTHON, "-c", "import subprocess, sys, threading, time\n"
+                             "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
                              "subprocess.Popen([sys.executable, '-S', '-c', 'import time; time.sleep(60)'])\n"
                              "time.sleep(60)\n"])
         self.assertTrue(wait_for(lambda: len(self.descendants_of(worker.pid)) == 1))
         tree = self.descendants_of(worker.pid)
         self.addCleanup(self.kill_leftovers, tree)
+        second, = (int(tid) for tid in os.listdir("/proc/%d/task" % worker.pid) if int(tid) != worker.pid)
         running_reads = []
         real_read, real_children = filetimer._read_proc, filetimer._children
 
         def read_proc(path):
             data = real_read(path)
-            if path.startswith("/proc/%d/task/" % worker.pid) and path.endswith("/stat") and len(running_reads) < 3:
+            if path == "/proc/%d/task/%d/stat" % (worker.pid, second) and len(running_reads) < 3:
                 running_reads.append(path)
                 state = data.rindex(b")") + 2
                 data = data[:state] + b"R" + data[state + 1 :]
