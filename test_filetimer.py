@@ -4,6 +4,7 @@ Run with ``python -m unittest -v``. No test asserts a tight time: waits are
 generous and timing figures live in benchmarks/.
 """
 
+import _thread
 import atexit
 import contextlib
 import faulthandler
@@ -1312,6 +1313,26 @@ class ExpiresShapesTest(FiletimerTestCase):
             "hung = threading.Thread(target=step, args=(60,), daemon=True)\nhung.start()\n"
             "time.sleep(0.05)\nstep(0.01)\ntime.sleep(60)\n"
         )
+
+    def test_threads_not_started_by_threading_leave_nothing_behind(self):
+        # A C library's thread (here _thread's) must not leave a dummy Thread object per use (3.8-3.12 keep them).
+        server = self.serve()
+        before = len(threading.enumerate())
+        done = threading.Semaphore(0)
+
+        def step():
+            with filetimer.expires(after=30, client=client):
+                pass
+            done.release()
+
+        with FileTimerClient(self.path, keep_open=True) as client:
+            for _ in range(20):
+                _thread.start_new_thread(step, ())
+            for _ in range(20):
+                self.assertTrue(done.acquire(timeout=SLACK))
+        self.assertTrue(wait_for(lambda: server.request_count == 40))
+        self.assertEqual(server.timers(), [])
+        self.assertEqual(len(threading.enumerate()), before)
 
     def test_an_enclosing_block_of_the_same_scope_is_guarded_after_the_inner_exit(self):
         self.serve()
