@@ -6,7 +6,7 @@
 1. The kernel alone: SIGKILL -> waitpid of an idle process, /usr/bin/sleep and
    a python sleeper (the floor under "deadline -> worker gone").
 2. An expiry, step by step, in a server instrumented in this process: when
-   its thread woke, when it sent SIGSTOP and SIGKILL, when log_event saw the
+   its thread woke, when it began to send SIGSTOP and SIGKILL, when log_event saw the
    kill, and when waitpid returned, each in ms after the deadline; with
    kill_tree on and off.
 3. One client request, piece by piece (best of 7 timeit runs each), next to a
@@ -51,20 +51,25 @@ def kernel_kill_latency(command, runs=12):
 def instrument(marks):
     """Wrap private server steps so each records (wall-clock time, step) in ``marks``."""
 
-    def wrap(owner, name, label):
+    def wrap(owner, name, label, before=False):
         original = getattr(owner, name, None)
         if original is None:
             return
 
         def wrapper(*args, **kwargs):
+            if before:
+                marks.append((time.time(), label(*args) if callable(label) else label))
             result = original(*args, **kwargs)
-            marks.append((time.time(), label(*args) if callable(label) else label))
+            if not before:
+                marks.append((time.time(), label(*args) if callable(label) else label))
             return result
 
         setattr(owner, name, wrapper)
 
     wrap(filetimer.FileTimerServer, "_wait_for_events", "server thread woke")
-    wrap(filetimer._Worker, "send_signal", lambda worker, sig: "sent %s" % signal.Signals(sig).name)
+    # Marked before the call: a worker woken by SIGKILL from its stop often runs its teardown on the
+    # server's core before the call returns.
+    wrap(filetimer._Worker, "send_signal", lambda worker, sig: "sending %s" % signal.Signals(sig).name, before=True)
     wrap(filetimer, "_ancestors", "listed the server's ancestors")
 
 
