@@ -64,6 +64,7 @@ import faulthandler
 import functools
 import heapq
 import inspect
+import itertools
 import json
 import logging
 import math
@@ -77,7 +78,23 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Set, Tuple, TypeVar, Union, cast
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NoReturn,
+    Optional,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+    cast,
+)
 
 __version__ = "0.2.0"
 __all__ = [
@@ -338,10 +355,13 @@ def _after_fork_in_child() -> None:
     """A forked child gets fresh client locks and no inherited handles: no hang on a lock held at the fork."""
     for client in list(_clients):
         client._lock = threading.Lock()
-        fd, client._fd = client._fd, None
-        if fd is not None:  # the parent's handle, maybe mid-write: the child opens its own
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        client._kept.clear()  # the parent's releases: the parent delivers them
+        client._deliverer = None
+        for fd in (client._fd, client._stale_fd):
+            if fd is not None:  # the parent's handle, maybe mid-write: the child opens its own
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        client._fd = client._stale_fd = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -356,8 +376,10 @@ class FileTimerClient:
     reaches end-of-file. ``keep_open=True`` holds the FIFO open between
     requests (faster; for filetimer servers) and reopens it after a server
     restart. With no server reading, ``acquire`` raises BrokenPipeError (the
-    worker is unguarded) and ``release`` logs and returns (there is no timer
-    left to release). A full pipe is waited on for up to ``timeout`` seconds,
+    worker is unguarded), while ``release`` returns at once and the release
+    is kept: it is delivered, in order with later requests, by the next
+    request or a background retry as soon as a server reads again (a
+    restarted server has restored the timer). A full pipe is waited on for up to ``timeout`` seconds,
     then TimeoutError is raised. A FIFO owned by another user than ours or
     root is refused with PermissionError before anything is written. With
     ``dump_stacks`` (the default) the worker dumps every thread's stack to its
@@ -380,23 +402,27 @@ class FileTimerClient:
         self._keep_open = keep_open
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
         self._fd: Optional[int] = None  # held only with keep_open
-        self._lock = threading.Lock()  # guards _fd
+        # With keep_open, a handle whose server went away stays open until a server reads again: the
+        # lines in that pipe which the crashed server did not read survive for a restarted one.
+        self._stale_fd: Optional[int] = None
+        self._kept: Dict[str, bytes] = {}  # lines no server has read yet, by scope, oldest first
+        self._deliverer: Optional[threading.Thread] = None  # retries the kept lines
+        self._lock = threading.Lock()  # guards the above
         # (pid, line end of a release, line end of an acquire that promises a dump), redone after fork
         self._identity: Tuple[int, str, str] = (0, "", "")
         _clients.add(self)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         """Arm (or re-arm) the timer ``scope_id`` to fire at wall-clock ``expiration_time``."""
-        # No dump promised if the application has taken the signal since.
-        dump = bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL
-        self._send(scope_id, expiration_time, self.signal, dump)
+        self._send(scope_id, expiration_time, self.signal, self._promises_dump())
 
     def release(self, scope_id: str) -> None:
-        """Disarm the timer ``scope_id``; quiet when no server is reading any more."""
-        try:
-            self._send(scope_id, -1, 0, False)
-        except BrokenPipeError as e:
-            _log.debug("release of %r: %s", scope_id, e)
+        """Disarm the timer ``scope_id``; with no server reading, it is delivered when one reads again."""
+        self._send(scope_id, -1, 0, False, later=True)
+
+    def _promises_dump(self) -> bool:
+        """Whether the stack dump is still ours to promise: not if the application has taken the signal since."""
+        return bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL
 
     def close(self) -> None:
         """Close a held FIFO handle; a later request opens it again."""
@@ -411,39 +437,87 @@ class FileTimerClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send(self, scope_id: str, expiration_time: float, sig: int, dump: bool) -> None:
+    def _send(self, scope_id: str, expiration_time: float, sig: int, dump: bool, later: bool = False) -> None:
         pid, plain_end, dump_end = self._identity
         if pid != os.getpid():  # first request, or a forked child
             pid, start_time = os.getpid(), _process_start_time(os.getpid())
             plain_end, dump_end = _hints(start_time, 0), _hints(start_time, self._dump_signal)
             self._identity = pid, plain_end, dump_end
         line = _line_start(pid, scope_id, expiration_time, sig) + (dump_end if dump else plain_end)
-        self._send_line(line.encode("ascii"))
+        self._send_line(line.encode("ascii"), scope_id if later else None)
 
     def _send_request(self, request: FileTimerRequest) -> None:
         """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
         self._send_line(_wire_line(request))
 
-    def _send_line(self, line: bytes) -> None:
+    def _send_line(self, line: bytes, later: Optional[str] = None) -> None:
+        """Write one line, after any kept ones. A line sent ``later`` (its scope given) that no server
+        reads now is kept, without waiting for a server; any other raises BrokenPipeError."""
         if len(line) > PIPE_BUF:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
-        if not self._keep_open:
-            os.close(self._write_line(None, line))
-            return
+        try:
+            if not self._keep_open and not self._kept:  # the common case: no lock needed
+                os.close(self._write_line(None, line, retry=later is None))
+                return
+            with self._lock:
+                self._deliver(line, retry=later is None)
+                return
+        except BrokenPipeError:
+            if later is None:
+                raise
         with self._lock:
-            fd, self._fd = self._fd, None
-            self._fd = self._write_line(fd, line)
+            self._kept.pop(later, None)  # an older line of the scope is superseded
+            self._kept[later] = line
+            if self._deliverer is None:
+                self._deliverer = threading.Thread(target=self._deliver_kept, name="filetimer-client", daemon=True)
+                self._deliverer.start()
 
-    def _write_line(self, fd: Optional[int], line: bytes) -> int:
+    def _deliver(self, line: Optional[bytes], retry: bool) -> None:
+        """Write the kept lines, then ``line``, in order (lock held); BrokenPipeError if no server reads."""
+        fd, self._fd = self._fd, None
+        for scope, kept in list(self._kept.items()):
+            fd = self._write_line(fd, kept, retry)
+            del self._kept[scope]
+        if line is not None:
+            fd = self._write_line(fd, line, retry)
+        if fd is None:
+            return
+        if self._stale_fd is not None:  # a server reads again: what the handle kept is in its pipe or lost
+            os.close(self._stale_fd)
+            self._stale_fd = None
+        if self._keep_open:
+            self._fd = fd
+        else:
+            os.close(fd)
+
+    def _deliver_kept(self) -> None:
+        """Retry the kept lines, backing off to once a second, until a server has read them all."""
+        delay = 0.01
+        while True:
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
+            with self._lock:
+                if self._deliverer is not threading.current_thread():  # a forked child's copy of the client
+                    return
+                try:
+                    self._deliver(None, retry=False)
+                except OSError as e:  # no server yet (or a full pipe): later
+                    _log.debug("delivering %d kept requests: %s", len(self._kept), e)
+                if not self._kept:
+                    self._deliverer = None
+                    return
+
+    def _write_line(self, fd: Optional[int], line: bytes, retry: bool = True) -> int:
         """Write one whole line on fd (opened if None) and return the fd; the fd is closed on failure.
 
         Waits out a full pipe; reopens once when the server that had the pipe open is gone.
+        Without ``retry`` an absent server is not waited for.
         """
         deadline = None
         reopened = False
         while True:
             if fd is None:
-                fd = self._open()
+                fd = self._open() if retry else self._open_once()
             try:
                 os.write(fd, line)  # all or nothing: len(line) <= PIPE_BUF
                 return fd
@@ -455,7 +529,10 @@ class FileTimerClient:
                     raise TimeoutError("the filetimer server at %s did not read its pipe for %.1f s"
                                        % (self._file_path, self._timeout)) from None
             except BrokenPipeError:
-                os.close(fd)
+                if self._keep_open:  # lock held: keep the pipe, and what is unread in it, for the next server
+                    fd, self._stale_fd = self._stale_fd, fd
+                if fd is not None:
+                    os.close(fd)
                 fd = None
                 if reopened:
                     raise BrokenPipeError("the filetimer server reading %s went away" % self._file_path) from None
@@ -599,10 +676,8 @@ class expires:
             return
         innermost[scope] = outer  # the enclosing block of the same scope: guarded again, never less than torch
         outer.deadline = max(outer.deadline, time.time() + outer.after)
-        try:
-            outer.client.acquire(scope, outer.deadline)
-        except BrokenPipeError as e:  # the server is gone: nothing to re-arm
-            _log.debug("re-arming %r: %s", scope, e)
+        client = outer.client  # re-armed later if no server reads now, as a release would be
+        client._send(scope, outer.deadline, client.signal, client._promises_dump(), later=True)
 
     async def __aenter__(self) -> _Timer:
         return self.__enter__()  # the scope names the running task
@@ -818,8 +893,12 @@ def _check_directory(path: str) -> None:
 def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
     """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino).
 
-    A stale FIFO of ours is replaced; anything else at the path is left alone.
+    A stale FIFO of ours that nobody else could have opened is served again:
+    what clients wrote to a crashed server and it had not read is still in it
+    while a client holds it open. Another stale FIFO is replaced; anything
+    else at the path is left alone.
     """
+    reuse = False
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -833,15 +912,18 @@ def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
         _check_owner(path, st, "the FIFO")
         if _fifo_has_reader(path):
             raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
-        os.unlink(path)  # stale: its server is gone
-    os.mkfifo(path, mode)
+        reuse = st.st_uid == os.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o777 & ~mode
+        if not reuse:
+            os.unlink(path)  # stale, and open to others once (or under another name): a new one
+    if not reuse:
+        os.mkfifo(path, mode)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    st = os.fstat(fd)
-    if not stat.S_ISFIFO(st.st_mode):
+    opened = os.fstat(fd)
+    if not stat.S_ISFIFO(opened.st_mode) or (reuse and (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino)):
         os.close(fd)
         raise FileExistsError(errno.EEXIST, "%s was replaced while being created" % path)
     os.fchmod(fd, mode)  # mkfifo applied the umask
-    return fd, (st.st_dev, st.st_ino)
+    return fd, (opened.st_dev, opened.st_ino)
 
 
 def _fifo_has_reader(path: str) -> bool:
@@ -855,64 +937,216 @@ def _fifo_has_reader(path: str) -> bool:
     return True
 
 
-_STATE_FORMAT = "filetimer-state"
-_STATE_HEAD = b'{"format": "%s"' % _STATE_FORMAT.encode()  # how every state file we write begins
-_STATE_WRITES_PER_SECOND = 10
+_STATE_HEAD = b'{"format": "filetimer-state"'  # how every state file we write begins
+_STATE_VERSION = 2
+_MAX_TIMERS = 1_000_000  # more than any real workload; a state file may restore no more
+_STATE_LINE_MAX = 2 * PIPE_BUF  # a record is a request and a few fields more
+_STATE_MAX_BYTES = 3 * _MAX_TIMERS * _STATE_LINE_MAX  # a file larger than that is nobody's state
+_COMPACT_MIN_BYTES = 1 << 20  # of appended lines before a rewrite is worth its cost
 
 
-def _check_state_path(path: str) -> None:
-    """Fail now, clearly, if the state file could never be written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(errno.ENOENT, "the directory of the state file %s does not exist" % path)
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(errno.EACCES, "cannot write the state file's directory %s" % directory)
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise FileExistsError(errno.EEXIST, "state file %s exists and is not a regular file; refusing to "
-                                  "replace it" % path)
+def _record(kind: str, **fields: object) -> bytes:
+    """One of the server's own state-file lines (a wire request's line is kept as it came)."""
+    return json.dumps(dict(record=kind, **fields)).encode("ascii") + b"\n"
 
 
-def _write_state(path: str, fifo: str, timers: List[FileTimerRequest]) -> None:
-    """Replace the state file atomically: a private temporary file, fsync, rename."""
-    directory, name = os.path.split(os.path.abspath(path))
-    lines = ",\n".join(request.to_json() for request in timers)
-    text = '%s, "version": 1, "fifo": %s, "written": %r, "timers": [\n%s\n]}\n' % (
-        _STATE_HEAD.decode(), _json_str(os.path.abspath(fifo)), time.time(), lines)
-    fd, temporary = tempfile.mkstemp(prefix=name + ".", dir=directory)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+def _check_private_file(path: str, st: os.stat_result) -> None:
+    """Refuse a state file another user could have written or planted."""
+    if not stat.S_ISREG(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "state file %s is not a regular file; refusing to use it" % path)
+    if st.st_uid != os.geteuid():
+        raise PermissionError(errno.EPERM, "state file %s is owned by %s, not by the server's user; refusing to "
+                              "use it" % (path, _owner_name(st.st_uid)))
+    if st.st_mode & 0o022:
+        raise PermissionError(errno.EPERM, "state file %s is writable by others (mode %03o); refusing to use it"
+                              % (path, st.st_mode & 0o777))
 
 
-def _read_state(path: str) -> Tuple[float, str, List[FileTimerRequest]]:
-    """When a state file was written, its FIFO and its timers.
+class _StateFile:
+    """The server's durable state: a header line, then lines replayed in order on a restart.
 
-    FileExistsError if the file is not a filetimer state file at all (never to
-    be touched); ValueError if it is one but corrupt or truncated.
+    The lines are wire requests, each batch read from the FIFO appended with one
+    write before it is applied, and the server's own records (a worker's start
+    time, a signal due later, a worker reaped for the last time). So what the
+    server read survives its crash at once. When the appended part outgrows the
+    last rewrite, the file is rewritten from the live state (a private temporary
+    file beside it, renamed over it): the cost follows the bytes received, not
+    the size of the table. Only files of the server's user are read or written.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data.startswith(_STATE_HEAD):
-        raise FileExistsError(errno.EEXIST, "%s is not a filetimer state file; refusing to use or replace it" % path)
-    try:
-        document = json.loads(data.decode("utf-8"))
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    if not (isinstance(document, dict) and document.get("version") == 1 and isinstance(document.get("timers"), list)
-            and isinstance(document.get("fifo"), str)):
-        raise ValueError("not a filetimer state file of version 1")
-    written = document.get("written")
-    if not isinstance(written, (int, float)):
-        raise ValueError("the state file has no time of writing")
-    return float(written), document["fifo"], [FileTimerRequest._from_fields(timer) for timer in document["timers"]]
+
+    def __init__(self, path: str, fifo: str) -> None:
+        self.path = os.path.abspath(path)
+        self.fifo = os.path.abspath(fifo)
+        self.fd = -1  # for appending, once written
+        self.size = 0  # bytes in the file
+        self.rewritten = 0  # bytes written by the last rewrite
+        self.broken = False  # an append failed: only a rewrite makes the file whole again
+        _check_directory(self.path)
+
+    def open_saved(self) -> Optional[BinaryIO]:
+        """The saved file of this FIFO, read up to its first record; None if there is none.
+
+        FileExistsError or PermissionError if it is not ours to use (never
+        touched then); ValueError if it is ours but unreadable.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FileExistsError(errno.EEXIST, "state file %s is a symbolic link; refusing to follow it"
+                                      % self.path) from None
+            raise
+        try:
+            st = os.fstat(fd)
+            _check_private_file(self.path, st)
+            if st.st_size > _STATE_MAX_BYTES:
+                raise OSError(errno.EFBIG, "state file %s holds %d bytes, more than %d timers could need; "
+                              "refusing to read it" % (self.path, st.st_size, _MAX_TIMERS))
+        except BaseException:
+            os.close(fd)
+            raise
+        saved = os.fdopen(fd, "rb")
+        try:
+            head = saved.readline(_STATE_LINE_MAX)
+            if not head.startswith(_STATE_HEAD):
+                raise FileExistsError(errno.EEXIST, "%s is not a filetimer state file; refusing to use or replace "
+                                      "it" % self.path)
+            try:
+                header = json.loads(head)
+            except RecursionError:
+                raise ValueError("JSON nested too deeply") from None
+            if not (type(header) is dict and header.get("version") == _STATE_VERSION
+                    and type(header.get("fifo")) is str):
+                raise ValueError("not a filetimer state file of version %d" % _STATE_VERSION)
+            if header["fifo"] != self.fifo:
+                raise FileExistsError(errno.EEXIST, "state file %s belongs to the server of %s, not of %s; refusing "
+                                      "to use or replace it" % (self.path, header["fifo"], self.fifo))
+        except BaseException:
+            saved.close()
+            raise
+        return saved
+
+    def rewrite(self, lines: Iterable[bytes], since: int, was_broken: bool, lock: "ContextManager[object]") -> bool:
+        """Replace the file by ``lines``: the live state when the file had ``since`` bytes.
+
+        The lines are written unlocked; under ``lock`` what was appended
+        meanwhile is copied over, the new file renamed into place, and
+        appends go there from then on. False (nothing replaced) if an
+        append failed meanwhile: the caller takes the state again.
+        """
+        temporary = self.path + ".tmp"
+        fd = self._create_private(temporary)
+        replaced = False
+        try:
+            header = '%s, "version": %d, "fifo": %s, "written": %r}\n' % (
+                _STATE_HEAD.decode(), _STATE_VERSION, _json_str(self.fifo), time.time())
+            size = _write_all(fd, header.encode("ascii"))
+            chunk: List[bytes] = []
+            for line in lines:
+                chunk.append(line)
+                if len(chunk) >= 1024:  # in pieces: a large table is never one string
+                    size += _write_all(fd, b"".join(chunk))
+                    chunk = []
+            size += _write_all(fd, b"".join(chunk))
+            with lock:
+                if not self.broken or was_broken:  # else an append failed meanwhile: it is lost from the lines
+                    if self.fd >= 0 and self.size > since:  # appended while the lines were written
+                        size += _write_all(fd, os.pread(self.fd, self.size - since, since))
+                    os.replace(temporary, self.path)
+                    self.close()
+                    self.fd, self.size, self.rewritten, self.broken = fd, size, size, False
+                    replaced = True
+        finally:
+            if not replaced:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+        return replaced
+
+    @property
+    def outgrown(self) -> bool:
+        """Whether a rewrite is due: the appended part has outgrown the last one, or an append failed."""
+        return self.broken or self.size - self.rewritten > max(self.rewritten, _COMPACT_MIN_BYTES)
+
+    def append(self, data: bytes) -> None:
+        """Add lines with one write."""
+        if self.broken or self.fd < 0:
+            return
+        try:
+            written = os.write(self.fd, data)
+        except OSError as e:
+            written, reason = -1, str(e)
+        else:
+            reason = "disk full"
+        if written != len(data):
+            self.broken = True  # a torn line may end the file: nothing more is appended after it
+            _log.error("state file %s: an append failed (%s); what the server reads is not durable until the "
+                       "file can be rewritten", self.path, reason)
+            return
+        self.size += written
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    @staticmethod
+    def _create_private(path: str) -> int:
+        """A new file only we can read, never one another user planted (a leftover of ours is replaced)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            _check_private_file(path, os.lstat(path))  # a rewrite cut short by a crash: ours to replace
+            os.unlink(path)
+            fd = os.open(path, flags, 0o600)
+        os.fchmod(fd, 0o600)
+        return fd
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write every byte (a regular file may take fewer at once); return how many."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(data)
+
+
+def _state_lines(saved: BinaryIO) -> Iterator[bytes]:
+    """The lines of a saved state file; an over-long line as b"" (bad), a last line torn by a crash not at all."""
+    while True:
+        line = saved.readline(_STATE_LINE_MAX)
+        if line.endswith(b"\n"):
+            yield line
+        elif len(line) < _STATE_LINE_MAX:
+            return
+        else:
+            while line and not line.endswith(b"\n"):
+                line = saved.readline(_STATE_LINE_MAX)
+            yield b""
+
+
+def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
+    """The timers a state file holds, and how many signals are due, without looking at the processes."""
+    timers: Dict[Tuple[int, str], FileTimerRequest] = {}
+    due: Set[int] = set()
+    for line in _state_lines(saved):
+        with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
+            if not line.startswith(b'{"record"'):
+                request = FileTimerRequest.from_json(line)
+                timers.pop((request.worker_pid, request.scope_id), None)
+                if request.expiration_time >= 0:
+                    timers[request.worker_pid, request.scope_id] = request
+                continue
+            record = json.loads(line)
+            pid = record["request"]["pid"] if record["record"] == "schedule" else record["pid"]
+            if record["record"] in ("schedule", "drop"):
+                for key in [key for key in timers if key[0] == pid]:
+                    del timers[key]
+                (due.add if record["record"] == "schedule" else due.discard)(pid)
+    return list(timers.values()), len(due)
 
 
 def _check_seconds(name: str, value: object, positive: bool = False) -> None:
@@ -969,10 +1203,11 @@ class FileTimerServer:
                              "use 0o600 (or 0o620 for your group)" % mode)
         self._file_path = _resolve_path(file_path)
         _check_directory(self._file_path)  # first: it makes the private default directory
-        saved: List[FileTimerRequest] = []
-        if state_file is not None:
-            _check_state_path(state_file)
-            saved = self._read_saved_state(state_file)
+        self._state: Optional[_StateFile] = None
+        saved: Optional[BinaryIO] = None
+        if state_file is not None:  # before the FIFO is made: a state file not ours to use stops us here
+            self._state = _StateFile(state_file, self._file_path)
+            saved = self._open_saved_state()
         self._run_id = run_id
         self._max_interval = float(max_interval)
         self._daemon = daemon
@@ -981,10 +1216,11 @@ class FileTimerServer:
         self._exit_on_reap = exit_on_reap
         self._kill_tree = kill_tree
         self._dump_grace = float(dump_grace)
-        self._state_file = state_file
-        self._state_changed = threading.Event()  # set when the timers change
-        self._state_stop = threading.Event()
-        self._state_thread: Optional[threading.Thread] = None
+        self._records: List[bytes] = []  # state-file lines of this pass not yet appended
+        self._compact_due = threading.Event()  # set when the state file should be rewritten
+        self._compactor: Optional[threading.Thread] = None
+        self._replaying = False
+        self._events: List[Tuple[str, Optional[FileTimerRequest]]] = []  # of this pass, reported after its signals
 
         self.request_count = 0  # valid requests processed
         self.rejected_count = 0  # lines refused
@@ -1020,10 +1256,14 @@ class FileTimerServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._read_fd, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
-        if saved:
-            self._apply(saved, time.time(), time.monotonic())  # _watch drops the workers that are gone
-            self.request_count = 0  # restored timers are not requests
-            _log.info("restored %d of %d saved timers from %s", len(self._timers), len(saved), state_file)
+        if self._state is not None:
+            try:
+                if saved is not None:
+                    self._restore(saved)
+                self._compact()  # a fresh file, appended to from now on
+            except BaseException:
+                self._close()
+                raise
 
     # -- life cycle
 
@@ -1036,20 +1276,18 @@ class FileTimerServer:
         _log.debug("serving %s (max_interval=%s)", self._file_path, self._max_interval)
         self._thread = threading.Thread(target=self._watchdog_loop, name="filetimer-watchdog", daemon=self._daemon)
         self._thread.start()
-        if self._state_file is not None:
-            self._state_changed.set()  # written at once, so `status` sees a running server with no timers
-            self._state_thread = threading.Thread(target=self._state_loop, name="filetimer-state", daemon=True)
-            self._state_thread.start()
+        if self._state is not None:
+            self._compactor = threading.Thread(target=self._compact_loop, name="filetimer-state", daemon=True)
+            self._compactor.start()
         self._log_event("watchdog started", None)
 
     def stop(self) -> None:
-        """Stop the watchdog, save the state, close everything and remove the FIFO if it is still ours."""
+        """Stop the watchdog, apply what is still in the pipe, close everything and remove the FIFO if ours."""
         self._stop_thread()
         with self._lock:
             if self._closed:
                 return
-            if self._state_file is not None:
-                self._save_state()
+            self._read_requests()  # a request written before stop() is not lost with the pipe
             self._close()
         self._log_event("watchdog stopped", None)
 
@@ -1071,11 +1309,10 @@ class FileTimerServer:
     def _stop_thread(self) -> None:
         thread = self._thread
         self._stopping = True
-        self._state_stop.set()
-        self._state_changed.set()
-        if self._state_thread is not None:
-            self._state_thread.join()
-            self._state_thread = None
+        self._compact_due.set()
+        if self._compactor is not None:
+            self._compactor.join()
+            self._compactor = None
         if thread is None or thread is threading.current_thread():
             return
         self._wake()
@@ -1094,6 +1331,8 @@ class FileTimerServer:
         self._selector.close()
         for fd in (self._read_fd, self._hold_fd, self._wake_r, self._wake_w):
             os.close(fd)
+        if self._state is not None:
+            self._state.close()
         try:
             st = os.lstat(self._file_path)
             if stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == self._fifo_id:
@@ -1123,7 +1362,9 @@ class FileTimerServer:
     def register_timers(self, timer_requests: Iterable[FileTimerRequest]) -> None:
         """Apply acquires and releases, in order, as if they had arrived on the FIFO."""
         with self._lock:
-            self._apply(timer_requests, time.time(), time.monotonic())
+            requests = list(timer_requests)
+            self._journal(b"".join(map(_wire_line, requests)))
+            self._apply(requests, time.time(), time.monotonic())
             if not self._closed:
                 self._wake()  # a new deadline may be the nearest
 
@@ -1134,6 +1375,9 @@ class FileTimerServer:
                 worker = self._workers.get(pid)
                 if worker is not None:
                     self._drop_timers(worker)
+                    self._scheduled.pop(pid, None)
+                    self._records.append(_record("drop", pid=pid))
+            self._flush_records()
             for worker in list(self._workers.values()):
                 if not worker.is_alive():
                     self._forget_worker(worker)
@@ -1210,6 +1454,9 @@ class FileTimerServer:
         self._reap_expired(now)
         if self._scheduled:
             self._send_scheduled(now)
+        events, self._events = self._events, []
+        for name, request in events:  # after every signal of the pass
+            self._log_event(name, request)
         if self._reaped_signal and self._exit_on_reap:
             _log.warning("exit_on_reap: signalling the server's own process %d with %s", os.getpid(),
                          _signal_name(self._reaped_signal))
@@ -1245,6 +1492,10 @@ class FileTimerServer:
             self._reject(self._partial, "line longer than PIPE_BUF (%d)" % PIPE_BUF)
             self._partial = b""
             self._skipping = True
+        if not lines:
+            return
+        if self._state is not None:
+            self._journal(b"\n".join(lines) + b"\n")  # durable before it is applied
         requests = []
         for line in lines:
             if line:
@@ -1253,6 +1504,7 @@ class FileTimerServer:
                 except ValueError as e:
                     self._reject(line, str(e))
         self._apply(requests, time.time(), time.monotonic())
+        self._flush_records()
 
     def _reject(self, line: bytes, reason: str) -> None:
         """Count a refused line and log it, at most a few per minute."""
@@ -1294,8 +1546,6 @@ class FileTimerServer:
             heapq.heappush(heap, entry)
             worker.scopes.add(scope)
         self.request_count += applied
-        if applied:
-            self._state_changed.set()
         if len(heap) > 2 * len(timers) + 1024:  # mostly stale entries
             self._heap = list(timers.values())
             heapq.heapify(self._heap)
@@ -1308,7 +1558,8 @@ class FileTimerServer:
             if request.start_time is None or worker.start_time in (None, request.start_time):
                 return worker
             if worker.is_alive():  # the request names an earlier process that had this pid
-                _log.info("ignoring a timer for pid %d: it names a process that has exited", pid)
+                if not self._replaying:
+                    _log.info("ignoring a timer for pid %d: it names a process that has exited", pid)
                 return None
             self._forget_worker(worker)  # the pid now belongs to the process the request names
         if pid <= 1:
@@ -1316,9 +1567,12 @@ class FileTimerServer:
             return None
         worker = _Worker.attach(pid, request.start_time)
         if worker is None:
-            _log.info("ignoring a timer for pid %d: the process is gone", pid)
+            if not self._replaying:
+                _log.info("ignoring a timer for pid %d: the process is gone", pid)
             return None
         self._workers[pid] = worker
+        if request.start_time is None and worker.start_time is not None and not self._replaying:
+            self._records.append(_record("identity", pid=pid, start_time=worker.start_time))  # torch sends none
         if worker.pidfd is not None:
             self._selector.register(worker.pidfd, selectors.EVENT_READ, worker)
         return worker
@@ -1338,14 +1592,13 @@ class FileTimerServer:
             entry = self._timers.pop((worker.pid, scope), None)
             if entry is not None:
                 entry[2] = None
-        if worker.scopes:
-            worker.scopes.clear()
-            self._state_changed.set()
+        worker.scopes.clear()
 
     def _reap_expired(self, now: float) -> None:
-        """Report every expired timer; signal each worker once, with its earliest non-zero signal.
+        """Signal each worker with an expired timer once, with the earliest non-zero signal among them.
 
-        A worker that can dump its stacks is asked to first, and signalled ``dump_grace`` later.
+        A worker that can dump its stacks is asked to first, and signalled
+        ``dump_grace`` later. Every expired timer is reported once, and dropped.
         """
         heap = self._heap
         expired: Dict[int, List[FileTimerRequest]] = {}
@@ -1356,51 +1609,57 @@ class FileTimerServer:
             del self._timers[(request.worker_pid, request.scope_id)]
             self._workers[request.worker_pid].scopes.discard(request.scope_id)
             expired.setdefault(request.worker_pid, []).append(request)
-        if expired:
-            self._state_changed.set()
         for pid, requests in expired.items():
-            for request in requests:
-                self._log_event("timer expired", request)
+            self._events += [("timer expired", request) for request in requests]
             decider = next((r for r in requests if r.signal > 0), None)
             if decider is None:  # signal 0: reported once, dropped
+                self._records += [_line_start(pid, r.scope_id, -1, 0).encode("ascii") + b"}\n" for r in requests]
                 continue
             worker = self._workers[pid]
             self._drop_timers(worker)
-            if pid in self._scheduled:  # already dumped (or signalled): its kill is on the way, not postponed
-                continue
-            if decider.dump_signal and self._dump_grace > 0 and self._signal(worker, decider.dump_signal):
-                _log.warning("dump worker stacks: pid %d (scope %r) timed out; %s in %.3g s", pid, decider.scope_id,
-                             _signal_name(decider.signal), self._dump_grace)
-                self._log_event("dump worker stacks", decider)
-                self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
+            if pid in self._scheduled:  # dumped (or signalled) already: its kill is not postponed
+                self._journal(self._worker_record(pid))
             else:
-                self._kill(worker, decider.signal, decider, "kill worker process", now)
+                self._reap(worker, decider, now)
+        self._flush_records()
+
+    def _reap(self, worker: _Worker, decider: FileTimerRequest, now: float) -> None:
+        """Ask the worker to dump its stacks and schedule its signal, or signal it now."""
+        pid = worker.pid
+        if decider.dump_signal and self._dump_grace > 0 and self._signal(worker, decider.dump_signal):
+            self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
+            self._journal(self._worker_record(pid))  # before a crash can forget the kill
+            _log.warning("dump worker stacks: pid %d (scope %r) timed out; %s in %.3g s", pid, decider.scope_id,
+                         _signal_name(decider.signal), self._dump_grace)
+            self._events.append(("dump worker stacks", decider))
+        else:
+            self._kill(worker, decider.signal, decider, "kill worker process", now)
 
     def _send_scheduled(self, now: float) -> None:
         for pid, (when, sig, request, event) in list(self._scheduled.items()):
             if when <= now:
                 del self._scheduled[pid]
-                worker = self._workers.get(pid)
-                if worker is not None:
-                    self._kill(worker, sig, request, event, now)
+                self._kill(self._workers[pid], sig, request, event, now)
 
     def _kill(self, worker: _Worker, sig: int, request: FileTimerRequest, event: str, now: float) -> None:
         """Send a reaping signal (for SIGKILL, to the worker's whole tree); schedule escalation."""
+        descendants = None
         if sig == _SIGKILL and self._kill_tree:
             descendants = self._kill_process_tree(worker)
-            if descendants is None:
-                return
-            killed = " and its %d descendant%s" % (descendants, "" if descendants == 1 else "s")
-        elif self._signal(worker, sig):
-            killed = ""
+            sent = descendants is not None
         else:
-            return
-        _log.warning("%s: pid %d (scope %r) with %s%s", event, worker.pid, request.scope_id, _signal_name(sig), killed)
-        self._log_event(event, request)
-        self._reaped_signal = sig
-        if self._kill_after is not None and sig != _SIGKILL:
+            sent = self._signal(worker, sig)
+        if sent and self._kill_after is not None and sig != _SIGKILL:
             self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,
                                            dataclasses.replace(request, signal=_SIGKILL), "escalate worker process")
+        self._journal(self._worker_record(worker.pid))  # signalled for the last time, or when to escalate
+        if not sent:
+            return
+        killed = "" if descendants is None else " and its %d descendant%s" % (descendants, "" if descendants == 1
+                                                                             else "s")
+        _log.warning("%s: pid %d (scope %r) with %s%s", event, worker.pid, request.scope_id, _signal_name(sig), killed)
+        self._events.append((event, request))
+        self._reaped_signal = sig
 
     def _kill_process_tree(self, worker: _Worker) -> Optional[int]:
         """SIGKILL the worker and every descendant it has, none of which can fork away meanwhile.
@@ -1464,43 +1723,118 @@ class FileTimerServer:
 
     # -- the state file
 
-    def _read_saved_state(self, path: str) -> List[FileTimerRequest]:
-        """The saved timers of this FIFO; a corrupt state file is moved aside, a foreign one refused."""
+    def _open_saved_state(self) -> Optional[BinaryIO]:
+        """The saved state of this FIFO; a corrupt one is moved aside (ERROR), one not ours refused."""
+        assert self._state is not None
         try:
-            _, fifo, saved = _read_state(path)
-        except FileNotFoundError:
-            return []
+            return self._state.open_saved()
         except ValueError as e:
+            path = self._state.path
             _log.error("state file %s is unusable (%s); moving it to %s.bad and starting empty", path, e, path)
-            with contextlib.suppress(OSError):
-                os.replace(path, path + ".bad")
-            return []
-        if fifo != os.path.abspath(self._file_path):
-            raise FileExistsError(errno.EEXIST, "state file %s belongs to the server of %s, not of %s; refusing "
-                                  "to use or replace it" % (path, fifo, self._file_path))
-        return saved
+            os.replace(path, path + ".bad")
+            return None
 
-    def _state_loop(self) -> None:
-        """Write the state file when the timers change, at most ten times a second."""
-        while self._state_changed.wait() and not self._state_stop.is_set():
-            self._state_changed.clear()
-            self._save_state()
-            self._state_stop.wait(1 / _STATE_WRITES_PER_SECOND)
-
-    def _save_state(self) -> None:
-        with self._lock:  # two quick copies; the formatting and the disk work happen unlocked
-            entries = list(self._timers.values())
-            workers = dict(self._workers)
-        snapshot = []
-        for _, _, request in entries:
-            worker = workers.get(request.worker_pid) if request is not None else None
-            if request is not None and worker is not None:  # else released meanwhile
-                snapshot.append(dataclasses.replace(request, start_time=worker.start_time))
-        assert self._state_file is not None
+    def _restore(self, saved: BinaryIO) -> None:
+        """Replay a saved state: timers, workers' identities and signals due (at once, if their time passed)."""
+        bad = 0
+        self._replaying = True
         try:
-            _write_state(self._state_file, self._file_path, snapshot)
-        except Exception:  # a full disk must stop neither the watchdog nor stop()
-            _log.exception("could not write the state file %s", self._state_file)
+            with saved:
+                for line in _state_lines(saved):
+                    try:
+                        self._replay(line)
+                    except (ValueError, KeyError, TypeError, RecursionError):
+                        bad += 1
+                    if len(self._timers) > _MAX_TIMERS:
+                        raise ValueError("state file %s holds more than %d timers" % (saved.name, _MAX_TIMERS))
+        finally:
+            self._replaying = False
+            self._records.clear()
+        self.request_count = 0  # restored timers are not requests
+        _log.info("restored %d timers and %d signals due from %s%s", len(self._timers), len(self._scheduled),
+                  self._state.path if self._state else "", " (%d unreadable lines skipped)" % bad if bad else "")
+
+    def _replay(self, line: bytes) -> None:
+        """Apply one saved line as it was applied when it was written."""
+        wall_now, mono_now = time.time(), time.monotonic()
+        if not line.startswith(b'{"record"'):
+            self._apply([FileTimerRequest.from_json(line)], wall_now, mono_now)
+            return
+        record = json.loads(line)
+        kind = record["record"]
+        if kind == "schedule":  # every timer of the worker dropped, a signal due at "at"
+            request = FileTimerRequest._from_fields(record["request"])
+            at, sig, event = record["at"], record["signal"], record["event"]
+            if not (type(at) is float and type(sig) is int and 0 < sig < _NSIG and type(event) is str):
+                raise ValueError("a malformed schedule record")
+            worker = self._watch(request)
+            if worker is not None:
+                self._drop_timers(worker)
+                self._scheduled[worker.pid] = (mono_now + at - wall_now, sig, request, event)
+            return
+        worker = self._workers.get(record["pid"])
+        if worker is None:
+            return
+        if kind == "drop":  # reaped for the last time, or cleared
+            self._drop_timers(worker)
+            self._scheduled.pop(worker.pid, None)
+        elif kind == "identity" and worker.start_time != record["start_time"]:  # the pid is another process's now
+            self._forget_worker(worker)
+
+    def _journal(self, data: bytes) -> None:
+        """Append lines to the state file before they take effect."""
+        if self._state is not None and data:
+            self._state.append(data)
+            if self._state.outgrown:
+                self._compact_due.set()
+
+    def _worker_record(self, pid: int) -> bytes:
+        """Where a reaped worker stands: a signal still due (its timers dropped), or done with."""
+        scheduled = self._scheduled.get(pid)
+        if scheduled is None:
+            return _record("drop", pid=pid)
+        when, sig, request, event = scheduled
+        request = dataclasses.replace(request, start_time=self._workers[pid].start_time)
+        return _record("schedule", at=time.time() + (when - time.monotonic()), signal=sig, event=event,
+                       request=json.loads(_wire_line(request)))
+
+    def _flush_records(self) -> None:
+        if self._records:
+            self._journal(b"".join(self._records))
+            self._records.clear()
+
+    def _compact_loop(self) -> None:
+        """Rewrite the state file whenever its appended part has outgrown it; retry a failure every second."""
+        while True:
+            self._compact_due.wait()
+            if self._stopping:
+                return
+            self._compact_due.clear()
+            if not (self._state and self._state.outgrown):
+                continue
+            try:
+                self._compact()
+            except Exception:  # a full disk must stop neither the watchdog nor stop()
+                _log.exception("could not rewrite the state file %s", getattr(self._state, "path", None))
+                time.sleep(1)
+                self._compact_due.set()
+
+    def _compact(self) -> None:
+        """Rewrite the state file from the live timers and signals due (taken under the lock, written outside it)."""
+        state = self._state
+        assert state is not None
+        while True:
+            with self._lock:
+                requests = [entry[2] for entry in self._timers.values()]
+                start_times = {pid: worker.start_time for pid, worker in self._workers.items()}
+                self._flush_records()
+                due = [self._worker_record(pid) for pid in self._scheduled]
+                since, was_broken = state.size, state.broken
+            lines = itertools.chain(
+                (_line_start(r.worker_pid, r.scope_id, r.expiration_time, r.signal).encode("ascii")
+                 + _hints(start_times[r.worker_pid], r.dump_signal).encode("ascii") for r in requests), due)
+            if state.rewrite(lines, since, was_broken, self._lock):
+                return
 
     def _log_event(self, name: str, request: Optional[FileTimerRequest]) -> None:
         if self._log_event_cb is not None:
@@ -1709,15 +2043,16 @@ def _status(args: argparse.Namespace) -> int:
     except OSError:
         serving = False
     try:
-        written, fifo, timers = _read_state(state_file)
+        saved = _StateFile(state_file, path).open_saved()
+        if saved is None:
+            raise FileNotFoundError(errno.ENOENT, state_file)
+        with saved:
+            written = os.fstat(saved.fileno()).st_mtime  # the last append
+            timers, due = _saved_timers(saved)
     except FileNotFoundError:
-        written, fifo, timers = math.nan, os.path.abspath(path), []
+        written, timers, due = math.nan, [], 0
     except (OSError, ValueError) as e:
         print("filetimer: error: cannot read the state file %s: %s" % (state_file, e), file=sys.stderr)
-        return 2
-    if fifo != os.path.abspath(path):
-        print("filetimer: error: the state file %s belongs to %s, not to %s" % (state_file, fifo, path),
-              file=sys.stderr)
         return 2
     now = time.time()
     age = now - written
@@ -1742,8 +2077,9 @@ def _status(args: argparse.Namespace) -> int:
     if math.isnan(written):
         print("a server is serving %s; it keeps no state file at %s, so its timers are unknown" % (path, state_file))
         return 0
-    print("a server is serving %s: %d active timer%s (state written %.1f s ago)"
-          % (path, len(timers), "" if len(timers) == 1 else "s", age))
+    print("a server is serving %s: %d active timer%s%s (state written %.1f s ago)"
+          % (path, len(timers), "" if len(timers) == 1 else "s",
+             ", %d worker%s about to be signalled" % (due, "" if due == 1 else "s") if due else "", age))
     if timers:
         width = max(5, *(len(t.scope_id) for t in timers))
         print("%8s  %-*s  %10s  %s" % ("PID", width, "SCOPE", "LEFT (s)", "SIGNAL"))

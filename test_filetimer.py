@@ -439,16 +439,19 @@ class LifecycleTest(FiletimerTestCase):
 
 class ClientTest(FiletimerTestCase):
     def test_no_server_raises_broken_pipe(self):
-        # Each request tries to open the FIFO five times, with three 0.1 s sleeps (recorded here, not slept).
-        with mock.patch.object(filetimer.time, "sleep") as slept:
+        # An acquire tries to open the FIFO four times, with three 0.1 s sleeps (recorded here, not slept);
+        # a release does not wait: it is kept, for the background delivery (held back here).
+        with mock.patch.object(filetimer.time, "sleep") as slept, \
+                mock.patch.object(FileTimerClient, "_deliver_kept", lambda client: None):
             with FileTimerClient(self.path) as client:
                 self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
             os.mkfifo(self.path)  # a FIFO nobody reads
             for keep_open in (False, True):
                 with FileTimerClient(self.path, keep_open=keep_open) as client:
                     self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
-                    client.release("s")  # quiet: with no server there is no timer to release
-        self.assertEqual(slept.call_args_list, [mock.call(0.1)] * 3 * 5)
+                    client.release("s")
+                    self.assertEqual(list(client._kept), ["s"])
+        self.assertEqual(slept.call_args_list, [mock.call(0.1)] * 3 * 3)
 
     def test_request_over_pipe_buf_is_refused_before_writing(self):
         server = self.serve()
@@ -804,10 +807,10 @@ class BackPressureAndRestartTest(FiletimerTestCase):
                     server.wait()
                     with mock.patch.object(filetimer.time, "sleep"):  # the open retries: not slept here
                         self.assertRaises(BrokenPipeError, client.acquire, "while down", time.time() + 60)
-                        client.release("while down")  # quiet: no server, no timer
+                        client.release("while down")  # kept: no server reads it now
                     restarted = self.serve()
-                    client.release("after")
-                    self.assertTrue(wait_for(lambda restarted=restarted: restarted.request_count == 1))
+                    client.release("after")  # after the kept one
+                    self.assertTrue(wait_for(lambda restarted=restarted: restarted.request_count == 2))
                     restarted.stop()
 
 
@@ -979,116 +982,322 @@ class ShellTest(FiletimerTestCase):
                 self.assertNotIn("Traceback", result.stderr)
 
 
+def saved_timers(state_file, fifo):
+    """The timers a state file holds, as `status` reads them: [] if there is none, None if unreadable."""
+    try:
+        saved = filetimer._StateFile(state_file, fifo).open_saved()
+    except (OSError, ValueError):
+        return None
+    if saved is None:
+        return []
+    with saved:
+        return filetimer._saved_timers(saved)[0]
+
+
+def write_state(state_file, fifo, lines=()):
+    """A state file as a server writes it: the header, then lines (wire requests or records)."""
+    header = {"format": "filetimer-state", "version": 2, "fifo": os.path.abspath(fifo), "written": time.time()}
+    with open(state_file, "wb") as f:
+        f.write(json.dumps(header).encode() + b"\n" + b"".join(lines))
+    os.chmod(state_file, 0o600)
+
+
+def wire(pid, scope, expiration, sig=9, start_time=None):
+    return filetimer._wire_line(FileTimerRequest(pid, scope, expiration, sig, start_time))
+
+
+HEALTHY = """
+import random
+filetimer.configure(filetimer.FileTimerClient(path, keep_open=True))
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        with filetimer.expires(after=0.6):
+            time.sleep(random.uniform(0, 0.03))
+    except BrokenPipeError:  # no server right now: this step is unguarded
+        pass
+    time.sleep(random.uniform(0.005, 0.02))
+"""
+
+
 class StateFileTest(FiletimerTestCase):
-    """A snapshot of the active timers, written atomically, that survives a server restart."""
+    """What the server read is durable at once, in a file only its user wrote; a restart replays it."""
 
     def setUp(self):
         super().setUp()
         self.state = os.path.join(self.dir, "timers.state")
 
-    def test_snapshot_is_private_atomic_and_follows_the_timers(self):
+    def saved(self):
+        return saved_timers(self.state, self.path)
+
+    def test_the_file_is_private_and_follows_the_timers_at_once(self):
         server = self.serve(state_file=self.state)
         sleeper = self.spawn_sleeper()
         far = time.time() + 600
         server.register_timers([FileTimerRequest(sleeper.pid, "a", far, 9),
                                 FileTimerRequest(sleeper.pid, "b", far, 15)])
-        self.assertTrue(wait_for(lambda: len(self.saved()) == 2))
+        self.assertEqual({(t.scope_id, t.signal) for t in self.saved()}, {("a", 9), ("b", 15)})  # no waiting
         self.assertEqual(stat_mode(self.state), 0o600)
-        self.assertEqual({(t.scope_id, t.signal) for t in self.saved()}, {("a", 9), ("b", 15)})
-        self.assertEqual({t.start_time for t in self.saved()}, {filetimer._process_start_time(sleeper.pid)})
         server.register_timers([FileTimerRequest(sleeper.pid, "a", -1)])
-        self.assertTrue(wait_for(lambda: [t.scope_id for t in self.saved()] == ["b"]))
-        self.assertEqual(sorted(os.listdir(self.dir)), ["timer.fifo", "timers.state"])  # no temporary left
-
-    def saved(self):
-        try:
-            return filetimer._read_state(self.state)[2]
-        except FileNotFoundError:
-            return []
-
-    def test_a_write_is_a_synced_temporary_file_renamed_over_the_old_one(self):
-        filetimer._write_state(self.state, self.path, [])
+        self.assertEqual([t.scope_id for t in self.saved()], ["b"])
+        with FileTimerClient(self.path) as client:
+            client.release("nothing")  # a line read from the FIFO is in the file before the server applies it
+        self.assertTrue(wait_for(lambda: server.request_count == 4))
         with open(self.state, "rb") as f:
-            old_content = f.read()
-        old_inode = os.stat(self.state).st_ino
-        calls = []
-        fsync, replace = os.fsync, os.replace
+            self.assertIn(b'"scope_id": "nothing"', f.read())
+        self.assertEqual(sorted(os.listdir(self.dir)), ["timer.fifo", "timers.state"])  # no temporary left
+        with open(self.state, "rb") as f:  # the identity the server saw, for lines that name none (torch's)
+            self.assertIn(b'{"record": "identity", "pid": %d, "start_time": %d}'
+                          % (sleeper.pid, filetimer._process_start_time(sleeper.pid)), f.read())
 
-        def record_fsync(fd):
-            calls.append(("fsync", os.fstat(fd).st_ino, os.fstat(fd).st_size))
-            return fsync(fd)
+    def test_a_crash_right_after_a_read_neither_kills_the_healthy_nor_frees_the_hung(self):
+        server, command = self.spawn_server(state_file=self.state)
+        healthy = self.spawn_lingering_worker("with filetimer.expires(after=0.6):\n    time.sleep(0.02)\n")
+        hung = self.spawn_worker("with filetimer.expires(after=0.6):\n    time.sleep(60)\n", stderr=subprocess.DEVNULL)
+        self.assertEqual(healthy.stdout.readline().strip(), "done")
+        self.assertTrue(wait_for(lambda: command()[0] == 3))  # both acquires and the release were read
+        server.kill()
+        server.wait()
+        self.serve(state_file=self.state)
+        self.assertEqual(hung.wait(SLACK), -signal.SIGKILL)
+        time.sleep(0.3)  # the healthy worker's deadline has passed too
+        self.assertIsNone(healthy.poll())
 
-        def record_replace(source, target, **kwargs):
-            calls.append(("replace", os.stat(source).st_ino, source, target))
-            return replace(source, target, **kwargs)
+    def test_timers_that_expired_while_no_server_ran_fire_on_restart(self):
+        sleeper = self.spawn_sleeper()
+        write_state(self.state, self.path, [wire(sleeper.pid, "overdue", time.time() - 5, 9,
+                                                 filetimer._process_start_time(sleeper.pid))])
+        self.serve(state_file=self.state)
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
+        self.assertEqual(self.event_names(sleeper.pid), ["timer expired", "kill worker process"])
 
-        with mock.patch.object(os, "fsync", side_effect=record_fsync), \
-                mock.patch.object(os, "replace", side_effect=record_replace), open(self.state, "rb") as reader:
-            filetimer._write_state(self.state, self.path, [FileTimerRequest(4242, "s", 1795000000.5, 9)])
-            self.assertEqual(reader.read(), old_content)  # a reader of the old file still reads all of it
-        replaces = [call for call in calls if call[0] == "replace"]
-        self.assertEqual(len(replaces), 1, calls)
-        _, inode, source, target = replaces[0]
-        self.assertEqual((os.path.dirname(source), target), (self.dir, self.state))  # self.dir is absolute
-        self.assertNotEqual(source, self.state)
-        # The whole new file was synced before it was renamed into place, and it is what is there now.
-        size = os.stat(self.state).st_size
-        self.assertIn(("fsync", inode, size), calls[:calls.index(replaces[0])])
-        self.assertEqual(os.stat(self.state).st_ino, inode)
-        self.assertNotEqual(inode, old_inode)  # not written in place
-        self.assertEqual([t.scope_id for t in self.saved()], ["s"])
-        self.assertEqual(sorted(os.listdir(self.dir)), ["timers.state"])
+    def test_a_release_sent_while_the_server_is_down_reaches_the_next_one(self):
+        server, command = self.spawn_server(state_file=self.state)
+        worker = self.spawn_worker("with filetimer.expires(after=0.8):\n    print('armed', flush=True)\n"
+                                   "    sys.stdin.readline()\nprint('released', flush=True)\nsys.stdin.read()\n",
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.assertEqual(worker.stdout.readline().strip(), "armed")
+        armed = time.monotonic()
+        self.assertTrue(wait_for(lambda: command()[2] == 1))
+        server.kill()
+        server.wait()
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        self.assertEqual(worker.stdout.readline().strip(), "released")  # at once, without an error
+        restarted = self.serve(state_file=self.state)
+        self.assertTrue(wait_for(lambda: restarted.timers() == [] and restarted.request_count == 1))
+        time.sleep(max(0.0, armed + 1.0 - time.monotonic()))
+        self.assertIsNone(worker.poll())
+        self.assertEqual(self.saved(), [])
 
-    def test_at_most_ten_writes_a_second(self):
-        writes = []
-        real = filetimer._write_state
-        with mock.patch.object(filetimer, "_write_state",
-                               lambda path, fifo, timers: (writes.append(1), real(path, fifo, timers))):
-            server = self.serve(state_file=self.state)
-            sleeper = self.spawn_sleeper()
-            started = time.monotonic()
-            while time.monotonic() - started < 1.0:
-                server.register_timers([FileTimerRequest(sleeper.pid, "churn", time.time() + 600, 9)])
-                time.sleep(0.001)
-            elapsed = time.monotonic() - started
-            server.stop()
-        self.assertGreater(len(writes), 1)
-        self.assertLessEqual(len(writes), 10 * elapsed + 2)  # + the final write at stop()
+    def test_a_kept_release_never_cancels_a_later_acquire(self):
+        server, command = self.spawn_server(state_file=self.state)
+        sleeper = self.spawn_sleeper()
+        start_time = filetimer._process_start_time(sleeper.pid)
+        # The client's background delivery is held back: the next request must deliver the release, first.
+        with mock.patch.object(FileTimerClient, "_deliver_kept", lambda client: None), \
+                FileTimerClient(self.path) as client:
+            client._send_line(wire(sleeper.pid, "step", time.time() + 600, 9, start_time))
+            self.assertTrue(wait_for(lambda: command()[2] == 1))
+            server.kill()
+            server.wait()
+            client._send_line(wire(sleeper.pid, "step", -1, 0, start_time), later="step")
+            self.assertEqual(list(client._kept), ["step"])
+            restarted = self.serve(state_file=self.state)
+            self.assertEqual(len(restarted.timers()), 1)  # restored: the release has not arrived yet
+            client._send_line(wire(sleeper.pid, "step", time.time() + 0.2, 9, start_time))
+            self.assertEqual(client._kept, {})
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
 
-    def test_a_worker_armed_before_a_server_crash_is_still_killed_after_restart(self):
-        server, _ = self.spawn_server(state_file=self.state)
-        worker = self.spawn_worker("with filetimer.expires(after=1.5):\n    time.sleep(60)\n")
-        self.assertTrue(wait_for(lambda: len(self.saved()) == 1))
+    def test_lines_a_crashed_server_had_not_read_reach_the_next_one(self):
+        server, command = self.spawn_server(state_file=self.state)
+        sleeper = self.spawn_sleeper()
+        start_time = filetimer._process_start_time(sleeper.pid)
+        with mock.patch.object(FileTimerClient, "_deliver_kept", lambda client: None), \
+                FileTimerClient(self.path, keep_open=True) as client:
+            for scope in ("a", "b"):
+                client._send_line(wire(sleeper.pid, scope, time.time() + 600, 9, start_time))
+            self.assertTrue(wait_for(lambda: command()[2] == 2))
+            os.kill(server.pid, signal.SIGSTOP)  # busy elsewhere: the release waits in the pipe
+            client._send_line(wire(sleeper.pid, "a", -1, 0, start_time), later="a")
+            server.kill()
+            server.wait()
+            client._send_line(wire(sleeper.pid, "b", -1, 0, start_time), later="b")  # no server: kept
+            self.assertEqual(list(client._kept), ["b"])
+            restarted = self.serve(state_file=self.state)  # serves the same pipe, with the release of "a" in it
+            self.assertTrue(wait_for(lambda: [t.scope_id for t in restarted.timers()] == ["b"]))
+            client._send_line(wire(sleeper.pid, "c", -1, 0, start_time))
+            self.assertTrue(wait_for(lambda: restarted.timers() == []))
+        self.assertIsNone(sleeper.poll())
+
+    def test_a_restart_during_the_dump_grace_still_kills(self):
+        server, _ = self.spawn_server(state_file=self.state, dump_grace=1.0)
+        worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n", stderr=subprocess.PIPE)
+        for line in worker.stderr:  # the stack dump: the worker is in its grace
+            if b"most recent call first" in line:
+                break
         server.kill()
         server.wait()
         self.assertIsNone(worker.poll())
-        self.serve(state_file=self.state)
+        self.serve(state_file=self.state, dump_grace=1.0)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names(worker.pid)))  # by the new server
+        self.assertEqual(self.event_names(worker.pid)[-1], "kill worker process")
 
-    def test_saved_timers_of_workers_that_are_gone_are_dropped(self):
-        sleeper, gone = self.spawn_sleeper(), self.spawn_sleeper()
-        far = time.time() + 600
-        identity = filetimer._process_start_time(sleeper.pid)
-        filetimer._write_state(self.state, self.path, [
-            FileTimerRequest(sleeper.pid, "kept", far, 9, start_time=identity),
-            FileTimerRequest(gone.pid, "exited", far, 9),
-            FileTimerRequest(sleeper.pid, "other process", far, 9, start_time=(identity or 0) + 1),
-        ])
-        gone.kill()
-        gone.wait()
+    def test_a_restart_before_the_escalation_still_escalates(self):
+        server, _ = self.spawn_server(state_file=self.state, kill_after=1.0)
+        worker = self.spawn_worker(
+            "signal.signal(signal.SIGTERM, lambda *_: print('term', flush=True))\n"
+            "filetimer.configure(filetimer.FileTimerClient(path, signal.SIGTERM, dump_stacks=False))\n"
+            "with filetimer.expires(after=0.2):\n    time.sleep(60)\n", stdout=subprocess.PIPE, text=True)
+        self.assertEqual(worker.stdout.readline().strip(), "term")
+        server.kill()
+        server.wait()
+        self.serve(state_file=self.state, kill_after=1.0)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        # SIGTERM is not sent again (unless the crash fell between it and its record: then the escalation follows it)
+        self.assertEqual(self.event_names(worker.pid)[-1], "escalate worker process")
+
+    def test_crashes_at_random_moments_kill_no_healthy_worker_and_free_no_hung_one(self):
+        rounds, random_state = 5, __import__("random").Random(os.getpid())
+        healthy = [self.spawn([*PYTHON, "-c", WORKER + HEALTHY, self.path, str(rounds * 0.3 + 0.8)])
+                   for _ in range(2)]
+        hung, died, gaps = [], {}, []
+
+        def watch(child):
+            child.wait()
+            died[child.pid] = time.monotonic()
+
+        restarted = time.monotonic()
+        for _ in range(rounds):
+            server, _ = self.spawn_server(state_file=self.state)
+            gaps.append(time.monotonic() - restarted)
+            child = self.spawn_worker("with filetimer.expires(after=0.3):\n    print(time.monotonic() + 0.3, "
+                                      "flush=True)\n    time.sleep(60)\n", stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+            hung.append((child, float(child.stdout.readline())))
+            threading.Thread(target=watch, args=(child,), daemon=True).start()
+            time.sleep(random_state.uniform(0.02, 0.3))
+            server.kill()
+            server.wait()
+            restarted = time.monotonic()
+        self.serve(state_file=self.state)
+        gaps.append(time.monotonic() - restarted)
+        for child, deadline in hung:
+            self.assertEqual(child.wait(SLACK), -signal.SIGKILL)
+            self.assertTrue(wait_for(lambda child=child: child.pid in died))
+            self.assertLess(died[child.pid] - deadline, max(gaps) + 0.1 + 1.0)  # gap + grace + slack
+        for child in healthy:
+            self.assertEqual(child.wait(SLACK), 0)
+
+    def test_a_state_file_another_user_could_have_written_is_refused_unread(self):
+        sleeper = self.spawn_sleeper()
+        overdue = wire(sleeper.pid, "planted", time.time() - 1, 9, filetimer._process_start_time(sleeper.pid))
+        real_fstat = os.fstat
+
+        def owned_by_another(fd):  # the identity source, as if another user owned the file (no root needed)
+            st = list(real_fstat(fd))
+            st[4] = os.geteuid() + 1
+            return os.stat_result(st)
+
+        others = os.path.join(self.dir, "others")
+        os.mkdir(others, 0o777)
+        os.chmod(others, 0o777)  # writable by all, no sticky bit
+        planted = os.path.join(self.dir, "planted")
+        cases = {
+            "writable by others": (lambda: os.chmod(self.state, 0o646), self.state, contextlib.nullcontext()),
+            "writable by the group": (lambda: os.chmod(self.state, 0o620), self.state, contextlib.nullcontext()),
+            "a symbolic link": (lambda: (os.rename(self.state, planted), os.symlink(planted, self.state)),
+                                self.state, contextlib.nullcontext()),
+            "owned by another user": (lambda: None, self.state,
+                                      mock.patch.object(filetimer.os, "fstat", owned_by_another)),
+            "in a directory others can write": (lambda: None, os.path.join(others, "x.state"),
+                                                contextlib.nullcontext()),
+        }
+        if os.geteuid() == 0:
+            cases["owned by nobody (for real)"] = (lambda: os.chown(self.state, 65534, 65534), self.state,
+                                                   contextlib.nullcontext())
+        for name, (plant, state_file, patch) in cases.items():
+            with self.subTest(name):
+                for path in (self.state, planted, os.path.join(others, "x.state")):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                write_state(self.state, self.path, [overdue])
+                write_state(os.path.join(others, "x.state"), self.path, [overdue])
+                plant()
+                with patch, self.assertRaises(OSError) as caught:
+                    self.addCleanup(FileTimerServer(self.path, state_file=state_file).stop)
+                self.assertIn(os.path.dirname(state_file) if "directory" in name else state_file,
+                              str(caught.exception))
+                self.assertFalse(os.path.exists(self.path))  # refused before the FIFO was made
+        result = cli("serve", self.path, "--state-file", os.path.join(others, "x.state"))
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        time.sleep(0.2)
+        self.assertIsNone(sleeper.poll())  # nobody was signalled on the planted file's word
+
+    def test_a_state_file_larger_than_the_timers_could_need_is_refused_unread(self):
+        write_state(self.state, self.path)
+        os.truncate(self.state, filetimer._STATE_MAX_BYTES + 1)  # sparse: costs no disk
+        with self.assertRaises(OSError) as caught:
+            self.addCleanup(FileTimerServer(self.path, state_file=self.state).stop)
+        self.assertIn(self.state, str(caught.exception))
+        self.assertEqual(os.stat(self.state).st_size, filetimer._STATE_MAX_BYTES + 1)
+
+    def test_a_rewrite_is_a_private_new_file_renamed_over_the_old_one(self):
+        target = os.path.join(self.dir, "precious")
+        with open(target, "w") as f:
+            f.write("keep me")
+        os.symlink(target, self.state + ".tmp")  # planted where the rewrite writes
+        with self.assertRaises(OSError):
+            self.addCleanup(FileTimerServer(self.path, state_file=self.state).stop)
+        with open(target) as f:
+            self.assertEqual(f.read(), "keep me")
+        os.unlink(self.state + ".tmp")
+        with open(self.state + ".tmp", "w") as f:  # ours, left by a crash in the middle of a rewrite
+            f.write("half a rewrite")
+        os.chmod(self.state + ".tmp", 0o600)
         server = self.serve(state_file=self.state)
-        self.assertEqual([t.scope_id for t in server.timers()], ["kept"])
-        self.assertEqual(server.request_count, 0)
+        inode = os.stat(self.state).st_ino
+        with open(self.state, "rb") as reader:
+            old = reader.read()
+            server._compact()
+            self.assertNotEqual(os.stat(self.state).st_ino, inode)
+            reader.seek(0)
+            self.assertEqual(reader.read(), old)  # a reader of the old file still reads all of it
+        self.assertEqual(stat_mode(self.state), 0o600)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["precious", "timer.fifo", "timers.state"])
 
-    def test_corrupt_or_truncated_state_files_are_moved_aside(self):
-        good = ('{"format": "filetimer-state", "version": 1, "fifo": %s, "written": 1, "timers": []}'
-                % json.dumps(self.path)).encode()
-        deep = 100000  # beyond the recursion limit of every CPython, 3.13 included
-        for name, content in {"corrupt": good[:30] + b"\x00garbage", "truncated": good[:40],
-                              "bad timer": good.replace(b"[]", b'[{"pid": "x"}]'),
-                              "no fifo": good.replace(b'"fifo"', b'"pipe"'),
-                              "nested too deeply": good.replace(b"[]", b"[" * deep + b"]" * deep)}.items():
+    def test_the_file_grows_with_what_was_read_and_is_rewritten_seldom(self):
+        server = self.serve(state_file=self.state)
+        sleeper = self.spawn_sleeper()
+        far = time.time() + 600
+        server.register_timers([FileTimerRequest(sleeper.pid, "long %d" % i, far, 9) for i in range(2000)])
+        rewrites = []
+        real = filetimer._StateFile.rewrite
+        with mock.patch.object(filetimer._StateFile, "rewrite",
+                               lambda state, *args: rewrites.append(1) or real(state, *args)):
+            for i in range(20000):  # about 2.4 MB of requests
+                server.register_timers([FileTimerRequest(sleeper.pid, "churn", far + i, 9)])
+            self.assertTrue(wait_for(lambda: os.stat(self.state).st_size < 1.5 * 2**20))
+        self.assertIn(len(rewrites), range(1, 4))
+        self.assertEqual(len(self.saved()), 2001)
+
+    def test_unreadable_state_files_are_moved_aside_and_unreadable_lines_skipped(self):
+        sleeper = self.spawn_sleeper()
+        start_time = filetimer._process_start_time(sleeper.pid)
+        good = wire(sleeper.pid, "kept", time.time() + 600, 9, start_time)
+        write_state(self.state, self.path, [b'{"pid": "x"}\n', b"\x00garbage\n", b"[" * 5000 + b"\n",
+                                            b'{"record": "drop", "pid": "x"}\n', good, b'{"version": 1, "pi'])
+        with self.assertLogs("filetimer", "INFO") as logged:
+            server = FileTimerServer(self.path, state_file=self.state)
+        self.addCleanup(server.stop)
+        self.assertEqual([t.scope_id for t in server.timers()], ["kept"])
+        self.assertIn("3 unreadable lines skipped", "\n".join(logged.output))
+        server.stop()
+        header = ('{"format": "filetimer-state", "version": 2, "fifo": %s}\n' % json.dumps(self.path)).encode()
+        for name, content in {"an old version": header.replace(b"2", b"1"), "a torn header": header[:40],
+                              "no fifo": header.replace(b'"fifo"', b'"pipe"'),
+                              "nested too deeply": header[:28] + b', "x": ' + b"[" * 5000 + b"\n"}.items():
             with self.subTest(name):
                 with open(self.state, "wb") as f:
                     f.write(content)
@@ -1098,7 +1307,6 @@ class StateFileTest(FiletimerTestCase):
                     self.assertEqual(server.timers(), [])
                     with open(self.state + ".bad", "rb") as f:
                         self.assertEqual(f.read(), content)
-                    self.assertFalse(os.path.exists(self.state))
                 finally:
                     server.stop()
 
@@ -1114,12 +1322,21 @@ class StateFileTest(FiletimerTestCase):
                     self.assertEqual(f.read(), content)
                 self.assertEqual(sorted(os.listdir(self.dir)), ["timers.state"])  # no FIFO made, nothing renamed
 
-    def test_a_failing_state_write_is_logged_and_stop_still_cleans_up(self):
+    def test_a_failing_append_is_logged_the_file_rewritten_and_stop_still_cleans_up(self):
         server = self.serve(state_file=self.state)
-        with mock.patch.object(filetimer, "_write_state", side_effect=OSError(28, "No space left on device")), \
-                self.assertLogs("filetimer", "ERROR"):
-            server.register_timers([FileTimerRequest(self.spawn_sleeper().pid, "s", time.time() + 60, 9)])
-            server.stop()
+        sleeper = self.spawn_sleeper()
+        real_write = os.write
+        state_fd = server._state.fd
+
+        def disk_full(fd, data):
+            if fd == state_fd:
+                raise OSError(28, "No space left on device")
+            return real_write(fd, data)
+
+        with mock.patch.object(filetimer.os, "write", disk_full), self.assertLogs("filetimer", "ERROR"):
+            server.register_timers([FileTimerRequest(sleeper.pid, "lost from the file", time.time() + 60, 9)])
+        self.assertTrue(wait_for(lambda: [t.scope_id for t in self.saved()] == ["lost from the file"]))
+        server.stop()
         self.assertFalse(os.path.exists(self.path))
 
     def test_a_state_path_that_cannot_be_written_is_refused_clearly(self):
@@ -1802,10 +2019,8 @@ class StatePerFifoTest(FiletimerTestCase):
                    for after, path in ((1.0, paths[0]), (600, paths[1]))]
 
         def saved(path):
-            try:
-                return [t.worker_pid for t in filetimer._read_state(path + ".state")[2]]
-            except (OSError, ValueError):
-                return None
+            timers = saved_timers(path + ".state", path)
+            return timers if timers is None else [t.worker_pid for t in timers]
 
         self.assertTrue(wait_for(lambda: [saved(p) for p in paths] == [[workers[0].pid], [workers[1].pid]]))
         for server in servers:
@@ -1821,7 +2036,7 @@ class StatePerFifoTest(FiletimerTestCase):
 
     def test_a_state_file_of_another_fifo_or_not_a_state_file_is_refused_untouched(self):
         other = os.path.join(self.dir, "other.fifo")
-        filetimer._write_state(self.path + ".state", other, [])
+        write_state(self.path + ".state", other)
         notes = os.path.join(self.dir, "notes.txt")
         with open(notes, "w") as f:
             f.write("my notes\n")
@@ -1834,7 +2049,8 @@ class StatePerFifoTest(FiletimerTestCase):
                 self.assertIn((args or [None, self.path + ".state"])[-1], result.stderr)
         with open(notes) as f:
             self.assertEqual(f.read(), "my notes\n")
-        self.assertEqual(filetimer._read_state(self.path + ".state")[1], other)
+        with open(self.path + ".state", "rb") as f:
+            self.assertEqual(json.loads(f.readline())["fifo"], other)
         self.assertEqual(sorted(os.listdir(self.dir)), ["notes.txt", "other.fifo", "timer.fifo.state"])
 
     def test_status_tells_a_running_server_from_a_stopped_one(self):
