@@ -1030,6 +1030,10 @@ class StateFileTest(FiletimerTestCase):
     def saved(self):
         return saved_timers(self.state, self.path)
 
+    def has_schedule(self):
+        with open(self.state, "rb") as f:
+            return b'{"record": "schedule"' in f.read()
+
     def test_the_file_is_private_and_follows_the_timers_at_once(self):
         server = self.serve(state_file=self.state)
         sleeper = self.spawn_sleeper()
@@ -1070,6 +1074,20 @@ class StateFileTest(FiletimerTestCase):
         self.serve(state_file=self.state)
         self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
         self.assertEqual(self.event_names(sleeper.pid), ["timer expired", "kill worker process"])
+
+    def test_a_restart_never_binds_a_torch_workers_timer_to_a_new_owner_of_its_pid(self):
+        server = self.serve(state_file=self.state)
+        sleeper = self.spawn_sleeper()
+        write_raw(self.path, line(sleeper.pid, "torch", time.time() + 0.3))  # torch's client sends no start time
+        self.assertTrue(wait_for(lambda: server.request_count == 1))
+        server.stop()
+        real = filetimer._process_start_time
+        # The identity source says the process at that pid is another one now (a reused pid).
+        with mock.patch.object(filetimer, "_process_start_time", lambda pid: real(pid) + 1):
+            restarted = self.serve(state_file=self.state)
+        self.assertEqual(restarted.timers(), [])
+        time.sleep(0.5)
+        self.assertIsNone(sleeper.poll())
 
     def test_a_release_sent_while_the_server_is_down_reaches_the_next_one(self):
         server, command = self.spawn_server(state_file=self.state)
@@ -1136,12 +1154,13 @@ class StateFileTest(FiletimerTestCase):
         for line in worker.stderr:  # the stack dump: the worker is in its grace
             if b"most recent call first" in line:
                 break
+        self.assertTrue(wait_for(self.has_schedule))  # else a crash before it is written dumps and schedules again
         server.kill()
         server.wait()
         self.assertIsNone(worker.poll())
         self.serve(state_file=self.state, dump_grace=1.0)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        self.assertEqual(self.event_names(worker.pid)[-1], "kill worker process")
+        self.assertEqual(self.event_names(worker.pid), ["kill worker process"])  # not dumped again
 
     def test_a_restart_before_the_escalation_still_escalates(self):
         server, _ = self.spawn_server(state_file=self.state, kill_after=1.0)
@@ -1150,12 +1169,12 @@ class StateFileTest(FiletimerTestCase):
             "filetimer.configure(filetimer.FileTimerClient(path, signal.SIGTERM, dump_stacks=False))\n"
             "with filetimer.expires(after=0.2):\n    time.sleep(60)\n", stdout=subprocess.PIPE, text=True)
         self.assertEqual(worker.stdout.readline().strip(), "term")
+        self.assertTrue(wait_for(self.has_schedule))  # else a crash before it is written sends SIGTERM again
         server.kill()
         server.wait()
         self.serve(state_file=self.state, kill_after=1.0)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        # SIGTERM is not sent again (unless the crash fell between it and its record: then the escalation follows it)
-        self.assertEqual(self.event_names(worker.pid)[-1], "escalate worker process")
+        self.assertEqual(self.event_names(worker.pid), ["escalate worker process"])  # SIGTERM is not sent again
 
     def test_crashes_at_random_moments_kill_no_healthy_worker_and_free_no_hung_one(self):
         rounds, random_state = 5, __import__("random").Random(os.getpid())

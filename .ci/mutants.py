@@ -60,9 +60,9 @@ MUTANTS: List[Mutant] = [
          "CommandLineTest.test_bad_invocations_exit_2_with_one_line"],
     ),
     (
-        "fifo-stale-reused",  # _create_fifo would reuse a stale FIFO instead of replacing it
-        "os.unlink(path)  # stale: its server is gone\n    os.mkfifo(path, mode)",
-        "pass\n    if not os.path.lexists(path):\n        os.mkfifo(path, mode)",
+        "fifo-stale-reused",  # _create_fifo would serve a stale FIFO that others could have opened
+        "reuse = st.st_uid == os.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o777 & ~mode",
+        "reuse = True",
         ["FifoPathTest.test_stale_fifo_is_replaced"],
     ),
     (
@@ -73,23 +73,94 @@ MUTANTS: List[Mutant] = [
          "CommandLineTest.test_bad_invocations_exit_2_with_one_line"],
     ),
     (
-        "state-written-in-place",  # _write_state would truncate and write the state file itself
-        'fd, temporary = tempfile.mkstemp(prefix=name + ".", dir=directory)',
-        "fd, temporary = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), path",
-        ["StateFileTest.test_a_write_is_a_synced_temporary_file_renamed_over_the_old_one",
-         "StateFileTest.test_snapshot_is_private_atomic_and_follows_the_timers"],
+        "state-tmp-followed",  # a rewrite would open a planted file or symlink where it writes its temporary file
+        "flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | getattr(os, \"O_NOFOLLOW\", 0)",
+        "flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC",
+        ["StateFileTest.test_a_rewrite_is_a_private_new_file_renamed_over_the_old_one"],
     ),
     (
-        "state-no-fsync",  # _write_state would rename a file whose data may not be on disk yet
-        "os.fsync(f.fileno())",
+        "journal-skipped",  # lines read from the FIFO would live only in memory until a rewrite
+        'self._journal(b"\\n".join(lines) + b"\\n")  # durable before it is applied',
         "pass",
-        ["StateFileTest.test_a_write_is_a_synced_temporary_file_renamed_over_the_old_one"],
+        ["StateFileTest.test_a_crash_right_after_a_read_neither_kills_the_healthy_nor_frees_the_hung",
+         "StateFileTest.test_the_file_is_private_and_follows_the_timers_at_once"],
+    ),
+    (
+        "overdue-dropped",  # a restart would drop the timers whose deadline passed while no server ran
+        "self._apply([FileTimerRequest.from_json(line)], wall_now, mono_now)",
+        "request = FileTimerRequest.from_json(line)\n"
+        "            if not 0 <= request.expiration_time < wall_now:\n"
+        "                self._apply([request], wall_now, mono_now)",
+        ["StateFileTest.test_timers_that_expired_while_no_server_ran_fire_on_restart"],
+    ),
+    (
+        "schedule-forgotten",  # a dump grace or escalation in progress would not survive a restart
+        "if scheduled is None:\n            return _record(\"drop\", pid=pid)",
+        "if True:\n            return _record(\"drop\", pid=pid)",
+        ["StateFileTest.test_a_restart_during_the_dump_grace_still_kills",
+         "StateFileTest.test_a_restart_before_the_escalation_still_escalates"],
+    ),
+    (
+        "identity-unrecorded",  # a restart would bind a torch worker's timer to whatever process has its pid now
+        "self._records.append(_record(\"identity\", pid=pid, start_time=worker.start_time))",
+        "pass",
+        ["StateFileTest.test_a_restart_never_binds_a_torch_workers_timer_to_a_new_owner_of_its_pid"],
+    ),
+    (
+        "state-owner-unchecked",  # a state file planted by another user would be replayed
+        "if st.st_uid != os.geteuid():\n        raise PermissionError(errno.EPERM, \"state file",
+        "if False:\n        raise PermissionError(errno.EPERM, \"state file",
+        ["StateFileTest.test_a_state_file_another_user_could_have_written_is_refused_unread"],
+    ),
+    (
+        "state-mode-unchecked",  # a state file others may write would be replayed
+        "if st.st_mode & 0o022:\n        raise PermissionError(errno.EPERM, \"state file",
+        "if False:\n        raise PermissionError(errno.EPERM, \"state file",
+        ["StateFileTest.test_a_state_file_another_user_could_have_written_is_refused_unread"],
+    ),
+    (
+        "state-symlink-followed",  # a symbolic link at the state path would be followed
+        "fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, \"O_NOFOLLOW\", 0))",
+        "fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)",
+        ["StateFileTest.test_a_state_file_another_user_could_have_written_is_refused_unread"],
+    ),
+    (
+        "never-rewritten",  # the state file would grow without bound
+        "return self.broken or self.size - self.rewritten > max(self.rewritten, _COMPACT_MIN_BYTES)",
+        "return self.broken",
+        ["StateFileTest.test_the_file_grows_with_what_was_read_and_is_rewritten_seldom"],
+    ),
+    (
+        "release-not-kept",  # a release that finds no server would be lost, and the restored timer kill the worker
+        "            if later is None:\n                raise\n        with self._lock:",
+        "            if later is None:\n                raise\n            return\n        with self._lock:",
+        ["StateFileTest.test_a_release_sent_while_the_server_is_down_reaches_the_next_one"],
+    ),
+    (
+        "kept-after-new",  # a kept release would be delivered after a newer acquire of its scope, cancelling it
+        "        for scope, kept in list(self._kept.items()):\n"
+        "            fd = self._write_line(fd, kept, retry)\n"
+        "            del self._kept[scope]\n"
+        "        if line is not None:\n"
+        "            fd = self._write_line(fd, line, retry)\n",
+        "        if line is not None:\n"
+        "            fd = self._write_line(fd, line, retry)\n"
+        "        for scope, kept in list(self._kept.items()):\n"
+        "            fd = self._write_line(fd, kept, retry)\n"
+        "            del self._kept[scope]\n",
+        ["StateFileTest.test_a_kept_release_never_cancels_a_later_acquire"],
+    ),
+    (
+        "pipe-not-kept",  # a keep_open client would drop the pipe holding what a crashed server had not read
+        "fd, self._stale_fd = self._stale_fd, fd",
+        "pass",
+        ["StateFileTest.test_lines_a_crashed_server_had_not_read_reach_the_next_one"],
     ),
     (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
-        ["StateFileTest.test_snapshot_is_private_atomic_and_follows_the_timers",  # released, sleeper alive
+        ["StateFileTest.test_the_file_is_private_and_follows_the_timers_at_once",  # released, sleeper alive
          "WatchdogTest.test_worker_that_finishes_in_time_is_not_killed"],
     ),
     (
@@ -119,8 +190,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "dump-promise-unchecked",  # an acquire would promise a dump after the application took the dump signal
-        "dump = bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL",
-        "dump = bool(self._dump_signal)",
+        "return bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL",
+        "return bool(self._dump_signal)",
         ["StackDumpTest.test_an_application_handler_of_the_dump_signal_is_left_alone"],
     ),
 ]
