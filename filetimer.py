@@ -1087,6 +1087,15 @@ class _StateFile:
             return
         self.size += written
 
+    def adopt(self, saved: BinaryIO) -> None:
+        """Append to the file just replayed (it is rewritten once it has outgrown itself), if it ends whole."""
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        st, replayed = os.fstat(fd), os.fstat(saved.fileno())
+        if (st.st_dev, st.st_ino) != (replayed.st_dev, replayed.st_ino) or os.pread(fd, 1, st.st_size - 1) != b"\n":
+            os.close(fd)  # replaced meanwhile, or torn by a crash: a rewrite comes first
+            return
+        self.fd, self.size = fd, st.st_size
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -1115,17 +1124,29 @@ def _write_all(fd: int, data: bytes) -> int:
 
 
 def _state_lines(saved: BinaryIO) -> Iterator[bytes]:
-    """The lines of a saved state file; an over-long line as b"" (bad), a last line torn by a crash not at all."""
+    """The non-empty lines of a saved state file, read in large pieces.
+
+    An over-long line comes as b"?" (unreadable), a last line torn by a crash not at all.
+    """
+    rest, skipping = b"", False
     while True:
-        line = saved.readline(_STATE_LINE_MAX)
-        if line.endswith(b"\n"):
-            yield line
-        elif len(line) < _STATE_LINE_MAX:
+        piece = saved.read(1 << 20)
+        if not piece:
             return
-        else:
-            while line and not line.endswith(b"\n"):
-                line = saved.readline(_STATE_LINE_MAX)
-            yield b""
+        lines = (rest + piece).split(b"\n")
+        rest = lines.pop()
+        if skipping:  # inside an over-long line
+            if not lines:
+                rest = b""
+                continue
+            del lines[0]
+            skipping = False
+        for line in lines:
+            if line:
+                yield line if len(line) < _STATE_LINE_MAX else b"?"
+        if len(rest) >= _STATE_LINE_MAX:
+            yield b"?"
+            rest, skipping = b"", True
 
 
 def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
@@ -1169,9 +1190,9 @@ class FileTimerServer:
     Keyword options beyond torch's: ``mode`` of the FIFO (others may not
     write it); ``kill_after`` seconds after which a signalled worker that is
     still alive gets SIGKILL; ``exit_on_reap`` to signal the server's own
-    process after reaping a worker, as torch does; ``state_file`` to keep a
-    snapshot of the active timers there (at most ten writes a second) and
-    re-arm them on restart; ``kill_tree`` to SIGKILL a worker's descendants
+    process after reaping a worker, as torch does; ``state_file`` to journal
+    what the server reads there, before applying it, and replay it on a
+    restart (see _StateFile); ``kill_tree`` to SIGKILL a worker's descendants
     with it; ``dump_grace`` seconds between asking a worker to dump its stacks
     and its signal (0: no dump).
     """
@@ -1260,7 +1281,8 @@ class FileTimerServer:
             try:
                 if saved is not None:
                     self._restore(saved)
-                self._compact()  # a fresh file, appended to from now on
+                if self._state.fd < 0:
+                    self._compact()  # a fresh file, appended to from now on
             except BaseException:
                 self._close()
                 raise
@@ -1735,32 +1757,41 @@ class FileTimerServer:
             return None
 
     def _restore(self, saved: BinaryIO) -> None:
-        """Replay a saved state: timers, workers' identities and signals due (at once, if their time passed)."""
+        """Replay a saved state: timers, workers' identities and signals due (at once, if their time passed).
+
+        Runs of requests are applied together; the file is appended to from then on.
+        """
+        assert self._state is not None
         bad = 0
+        requests: List[FileTimerRequest] = []
         self._replaying = True
         try:
             with saved:
                 for line in _state_lines(saved):
                     try:
-                        self._replay(line)
+                        if not line.startswith(b'{"record"'):
+                            requests.append(FileTimerRequest.from_json(line))
+                            if len(requests) < 4096:
+                                continue
+                        self._apply(requests, time.time(), time.monotonic())
+                        requests.clear()
+                        if line.startswith(b'{"record"'):
+                            self._replay(json.loads(line))
                     except (ValueError, KeyError, TypeError, RecursionError):
                         bad += 1
                     if len(self._timers) > _MAX_TIMERS:
-                        raise ValueError("state file %s holds more than %d timers" % (saved.name, _MAX_TIMERS))
+                        raise ValueError("state file %s holds more than %d timers" % (self._state.path, _MAX_TIMERS))
+                self._apply(requests, time.time(), time.monotonic())
+                self._state.adopt(saved)
         finally:
             self._replaying = False
             self._records.clear()
         self.request_count = 0  # restored timers are not requests
         _log.info("restored %d timers and %d signals due from %s%s", len(self._timers), len(self._scheduled),
-                  self._state.path if self._state else "", " (%d unreadable lines skipped)" % bad if bad else "")
+                  self._state.path, " (%d unreadable lines skipped)" % bad if bad else "")
 
-    def _replay(self, line: bytes) -> None:
-        """Apply one saved line as it was applied when it was written."""
-        wall_now, mono_now = time.time(), time.monotonic()
-        if not line.startswith(b'{"record"'):
-            self._apply([FileTimerRequest.from_json(line)], wall_now, mono_now)
-            return
-        record = json.loads(line)
+    def _replay(self, record: Dict[str, Any]) -> None:
+        """Apply one of the server's own saved records as it was applied when it was written."""
         kind = record["record"]
         if kind == "schedule":  # every timer of the worker dropped, a signal due at "at"
             request = FileTimerRequest._from_fields(record["request"])
@@ -1770,7 +1801,7 @@ class FileTimerServer:
             worker = self._watch(request)
             if worker is not None:
                 self._drop_timers(worker)
-                self._scheduled[worker.pid] = (mono_now + at - wall_now, sig, request, event)
+                self._scheduled[worker.pid] = (time.monotonic() + at - time.time(), sig, request, event)
             return
         worker = self._workers.get(record["pid"])
         if worker is None:

@@ -1306,12 +1306,13 @@ class StateFileTest(FiletimerTestCase):
         start_time = filetimer._process_start_time(sleeper.pid)
         good = wire(sleeper.pid, "kept", time.time() + 600, 9, start_time)
         write_state(self.state, self.path, [b'{"pid": "x"}\n', b"\x00garbage\n", b"[" * 5000 + b"\n",
+                                            b"x" * (3 << 20) + b"\n",
                                             b'{"record": "drop", "pid": "x"}\n', good, b'{"version": 1, "pi'])
         with self.assertLogs("filetimer", "INFO") as logged:
             server = FileTimerServer(self.path, state_file=self.state)
         self.addCleanup(server.stop)
         self.assertEqual([t.scope_id for t in server.timers()], ["kept"])
-        self.assertIn("3 unreadable lines skipped", "\n".join(logged.output))
+        self.assertIn("4 unreadable lines skipped", "\n".join(logged.output))
         server.stop()
         header = ('{"format": "filetimer-state", "version": 2, "fifo": %s}\n' % json.dumps(self.path)).encode()
         for name, content in {"an old version": header.replace(b"2", b"1"), "a torn header": header[:40],

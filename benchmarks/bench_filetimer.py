@@ -606,7 +606,7 @@ def bare_pair_us(path, runs, pairs, keep_open):
     return statistics.median(medians)
 
 
-def bench_ingest(impl, path, runs, pairs_per_writer, mode="default", writers=4):
+def bench_ingest(impl, path, runs, pairs_per_writer, mode="default", writers=4, **options):
     """Requests/s from 4 writer processes, with requests lost and client errors.
 
     Also the CPU time per request of the server and of the writers: with 2
@@ -619,7 +619,7 @@ def bench_ingest(impl, path, runs, pairs_per_writer, mode="default", writers=4):
     """
     rates, lost, errors, kinds, crashed, server_cpu, writer_cpu, counted = [], 0, 0, set(), 0, 0.0, 0.0, 0
     max_interval = 1.0 if impl == "torch" else 10.0
-    with ServerProcess(impl, path, max_interval) as server:
+    with ServerProcess(impl, path, max_interval, **options) as server:
         for _ in range(runs):
             base = server.count()
             cpu = cpu_seconds(server.pid)
@@ -855,11 +855,11 @@ def bench_idle(impl, path, intervals, max_interval=1.0):
         end(worker)
 
 
-def bench_many(impl, path, timers, seconds):
+def bench_many(impl, path, timers, seconds, **options):
     """Register ``timers`` active timers; time it, then CPU per second and RSS at max_interval 0.1."""
     worker = sleeper()
     try:
-        with ServerProcess(impl, path, 0.1) as server:
+        with ServerProcess(impl, path, 0.1, **options) as server:
             data = b"".join(request_line(impl, worker.pid, "t%d" % i, time.time() + 3600) for i in range(timers))
             base = server.count()
             started = time.time()
@@ -873,6 +873,73 @@ def bench_many(impl, path, timers, seconds):
                     "many_rss_mb": rss_mb(server.pid), "many_registered": count - base}
     finally:
         end(worker)
+
+
+def bench_state(path, runs, pairs_per_writer, timers):
+    """The durable state's cost, each figure back to back with and without it.
+
+    Ingest with keep_open writers (runs alternate), 100,000 armed timers (RSS
+    and CPU at max_interval 0.1), and rewrites of the state file meanwhile.
+    """
+    state_file = path + ".state"
+    rates = {"on": [], "off": []}
+    for _ in range(runs):
+        for key, options in (("off", {}), ("on", {"state_file": state_file})):
+            rates[key].append(bench_ingest("ours", path, 1, pairs_per_writer, "keep_open", **options)["ingest_rps"])
+            if os.path.exists(state_file):
+                os.unlink(state_file)
+    figures = {"state_ingest_off_rps": statistics.median(rates["off"]),
+               "state_ingest_on_rps": statistics.median(rates["on"])}
+    figures["state_ingest_ratio"] = figures["state_ingest_on_rps"] / figures["state_ingest_off_rps"]
+    for key, options in (("off", {}), ("on", {"state_file": state_file})):
+        many = bench_many("ours", path, timers, 2, **options)
+        figures["state_many_%s_rss_mb" % key] = many["many_rss_mb"]
+        figures["state_many_%s_cpu_ms_per_s" % key] = many["many_cpu_ms_per_s"]
+        figures["state_many_%s_register_s" % key] = many["many_register_s"]
+    figures["state_many_rss_ratio"] = figures["state_many_on_rss_mb"] / figures["state_many_off_rss_mb"]
+    figures["state_file_mb"] = os.path.getsize(state_file) / 2**20
+    os.unlink(state_file)
+    return figures
+
+
+def bench_restart(path, runs, timers):
+    """ms from a server's restart to the kill of a worker whose deadline passed while no server ran.
+
+    The crashed server (SIGKILL) had ``timers`` other timers armed; the
+    restarted one replays them from the state file first.
+    """
+    state_file = path + ".state"
+    worker, latencies, misses = sleeper(), [], 0
+    try:
+        for _ in range(runs):
+            server = ServerProcess("ours", path, 10.0, state_file=state_file, dump_grace=0)
+            write_lines(path, b"".join(request_line("ours", worker.pid, "t%d" % i, time.time() + FAR)
+                                       for i in range(timers)))
+            server.wait_for_count(timers)
+            hung = hung_worker(path, dump_stacks=False)
+            deadline = time.time() + 0.1
+            arm(hung, deadline)
+            if not armed_in_time(hung, deadline):
+                misses += 1
+            time.sleep(0.05)
+            server.close()  # SIGKILL: the deadline passes while no server runs
+            time.sleep(0.1)
+            restarted = time.time()
+            server = ServerProcess("ours", path, 10.0, state_file=state_file, dump_grace=0)
+            try:
+                hung.wait(5)
+                latencies.append((time.time() - restarted) * 1000)
+            except subprocess.TimeoutExpired:
+                misses += 1
+                hung.kill()
+                hung.wait()
+            close_pipes(hung)
+            server.close()
+            os.unlink(state_file)
+    finally:
+        end(worker)
+    return {"restart_kill_ms": statistics.median(latencies), "restart_kill_max_ms": max(latencies),
+            "restart_misses": misses}
 
 
 def bench_churn(impl, path, requests):
@@ -1053,6 +1120,21 @@ ROWS = [
     ("many_register_s", "100,000 active timers: time to register", "s", "<= 0.5", at_most(0.5)),
     ("many_cpu_ms_per_s", "100,000 active timers: CPU at max_interval 0.1", "ms/s", "<= 2", at_most(2)),
     ("many_rss_mb", "100,000 active timers: server RSS", "MB", "-", None),
+    ("state_ingest_off_rps", "durable state: ingest, keep_open, --no-state", "req/s", "-", None),
+    ("state_ingest_on_rps", "durable state: ingest, keep_open, with a state file", "req/s", "-", None),
+    ("state_ingest_ratio", "  with / without, same run", "", ">= 0.8", at_least(0.8)),
+    ("state_many_off_rss_mb", "durable state: 100,000 timers, server RSS without", "MB", "-", None),
+    ("state_many_on_rss_mb", "durable state: 100,000 timers, server RSS with", "MB", "-", None),
+    ("state_many_rss_ratio", "  with / without", "", "<= 2", at_most(2)),
+    ("state_many_on_cpu_ms_per_s", "durable state: 100,000 timers, CPU at max_interval 0.1, with", "ms/s", "<= 2",
+     at_most(2)),
+    ("state_many_on_register_s", "  time to register them, with (without: next row)", "s", "-", None),
+    ("state_many_off_register_s", "  time to register them, without", "s", "-", None),
+    ("state_file_mb", "  state file size after registering them", "MB", "-", None),
+    ("restart_kill_ms", "crash + restart, 10,000 armed timers: restart -> overdue worker dead", "ms", "<= 50",
+     at_most(50)),
+    ("restart_kill_max_ms", "  same, max", "ms", "-", None),
+    ("restart_misses", "  runs whose worker was not killed, or armed late", "", "0", none),
     ("churn_rss_before_mb", "1,000,000 acquire/release, 10 scopes: RSS before", "MB", "-", None),
     ("churn_rss_growth_mb", "1,000,000 acquire/release, 10 scopes: RSS growth", "MB", "flat (< 2)",
      lambda v, figures: v < 2),
@@ -1064,7 +1146,8 @@ ROWS = [
     ("machine_loop_us", "reference: sum(range(1000)) here and now, best of 5 (machine speed)", "µs", "-", None),
 ]
 
-SECTIONS = ("pair", "ingest", "expiry", "dump", "tree", "idle", "many", "churn", "stop", "expires")
+SECTIONS = ("pair", "ingest", "expiry", "dump", "tree", "idle", "many", "state", "restart", "churn", "stop",
+            "expires")
 
 
 def measure(impl, quick, sections, log):
@@ -1138,6 +1221,10 @@ def measure(impl, quick, sections, log):
             figures.update(bench_idle(impl, path, 2 if quick or not ours else 4))
         if section("many"):
             figures.update(bench_many(impl, path, 100000, 1 if quick or not ours else 3))
+        if ours and section("state"):
+            figures.update(bench_state(path, 1 if quick else 3, 5000 if quick else 12500, 100000))
+        if ours and section("restart"):
+            figures.update(bench_restart(path, 3 if quick else 7, 10000))
         if section("churn"):
             churn = bench_churn(impl, path, 100000 if quick else 1000000)
             figures["churn_rss_before_mb"] = churn["churn_rss_before_mb"]
