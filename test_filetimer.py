@@ -1359,6 +1359,27 @@ class StateFileTest(FiletimerTestCase):
         server.stop()
         self.assertFalse(os.path.exists(self.path))
 
+    def test_stop_applies_and_records_what_is_still_in_the_pipe(self):
+        server = FileTimerServer(self.path, state_file=self.state)  # not started: nothing reads the pipe
+        self.addCleanup(server.stop)
+        sleeper = self.spawn_sleeper()
+        write_raw(self.path, line(sleeper.pid, "late", time.time() + 600))
+        server.stop()
+        self.assertEqual(server.request_count, 1)
+        self.assertEqual([t.scope_id for t in self.saved()], ["late"])
+
+    def test_a_forked_child_leaves_the_parents_kept_releases_to_the_parent(self):
+        os.mkfifo(self.path)  # nobody reads it
+        with mock.patch.object(FileTimerClient, "_deliver_kept", lambda client: None), \
+                FileTimerClient(self.path) as client:
+            client.release("parent's")
+            self.assertEqual(list(client._kept), ["parent's"])
+            pid = os.fork()
+            if pid == 0:  # the child: nothing of the parent's to deliver
+                os._exit(0 if client._kept == {} and client._deliverer is None else 1)
+            self.assertEqual(os.waitpid(pid, 0)[1], 0)
+            self.assertEqual(list(client._kept), ["parent's"])
+
     def test_a_state_path_that_cannot_be_written_is_refused_clearly(self):
         os.mkdir(self.state)
         for path in (self.state, os.path.join(self.dir, "missing", "x.state")):

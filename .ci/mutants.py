@@ -157,6 +157,18 @@ MUTANTS: List[Mutant] = [
         ["StateFileTest.test_lines_a_crashed_server_had_not_read_reach_the_next_one"],
     ),
     (
+        "stop-not-drained",  # stop() would close a pipe that still holds requests, and lose them
+        "self._read_requests()  # a request written before stop() is not lost with the pipe",
+        "pass",
+        ["StateFileTest.test_stop_applies_and_records_what_is_still_in_the_pipe"],
+    ),
+    (
+        "fork-keeps-kept",  # a forked child would deliver its parent's kept releases, maybe after a newer acquire
+        "client._kept.clear()  # the parent's releases: the parent delivers them",
+        "pass",
+        ["StateFileTest.test_a_forked_child_leaves_the_parents_kept_releases_to_the_parent"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
