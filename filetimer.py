@@ -455,13 +455,18 @@ class FileTimerClient:
         reads now is kept, without waiting for a server; any other raises BrokenPipeError."""
         if len(line) > PIPE_BUF:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
+        retry = later is None
         try:
-            if not self._keep_open and not self._kept:  # the common case: no lock needed
-                os.close(self._write_line(None, line, retry=later is None))
-                return
-            with self._lock:
-                self._deliver(line, retry=later is None)
-                return
+            if self._kept:
+                with self._lock:
+                    self._deliver(line, retry)
+            elif self._keep_open:
+                with self._lock:
+                    fd, self._fd = self._fd, None
+                    self._fd = self._write_line(fd, line, retry)
+            else:
+                os.close(self._write_line(None, line, retry))
+            return
         except BrokenPipeError:
             if later is None:
                 raise
@@ -480,14 +485,9 @@ class FileTimerClient:
             del self._kept[scope]
         if line is not None:
             fd = self._write_line(fd, line, retry)
-        if fd is None:
-            return
-        if self._stale_fd is not None:  # a server reads again: what the handle kept is in its pipe or lost
-            os.close(self._stale_fd)
-            self._stale_fd = None
-        if self._keep_open:
+        if fd is not None and self._keep_open:
             self._fd = fd
-        else:
+        elif fd is not None:
             os.close(fd)
 
     def _deliver_kept(self) -> None:
@@ -520,6 +520,9 @@ class FileTimerClient:
                 fd = self._open() if retry else self._open_once()
             try:
                 os.write(fd, line)  # all or nothing: len(line) <= PIPE_BUF
+                if self._stale_fd is not None:  # a server reads again: what that pipe held is read, or lost
+                    os.close(self._stale_fd)
+                    self._stale_fd = None
                 return fd
             except BlockingIOError:
                 if deadline is None:
