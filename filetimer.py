@@ -1225,6 +1225,9 @@ class FileTimerServer:
         if mode & 0o002:
             raise ValueError("mode %03o lets every user write the FIFO, and so have your processes signalled; "
                              "use 0o600 (or 0o620 for your group)" % mode)
+        if mode & 0o044:
+            raise ValueError("mode %03o lets others read the FIFO, and so take requests meant for the server and "
+                             "learn pids and scopes; use 0o600 (or 0o620 for your group)" % mode)
         self._file_path = _resolve_path(file_path)
         _check_directory(self._file_path)  # first: it makes the private default directory
         self._state: Optional[_StateFile] = None

@@ -2030,14 +2030,18 @@ class SharedMachineTest(FiletimerTestCase):
         self.assertEqual(server.wait(SLACK), 0)
         self.assertEqual(os.listdir(os.path.dirname(fifo)), ["filetimer.fifo.state"])
 
-    def test_a_mode_that_lets_others_write_is_refused(self):
-        for mode in (0o602, 0o666, 0o777):
+    def test_a_mode_that_lets_others_write_or_read_is_refused(self):
+        for mode in (0o602, 0o666, 0o777, 0o604, 0o640, 0o644, 0o660):
             with self.subTest(mode=oct(mode)):
-                self.assertRaises(ValueError, FileTimerServer, self.path, mode=mode)
+                with self.assertRaises(ValueError) as caught:
+                    FileTimerServer(self.path, mode=mode)
+                self.assertIn("%03o" % mode, str(caught.exception))
         self.assertFalse(os.path.exists(self.path))
-        result = cli("serve", self.path, "--mode", "666")
-        self.assertEqual(result.returncode, 2)
-        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        for mode in ("666", "644"):
+            result = cli("serve", self.path, "--mode", mode)
+            self.assertEqual(result.returncode, 2)
+            self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+            self.assertIn(mode, result.stderr)
         server = self.serve(mode=0o620)  # the group may
         self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o620)
         server.stop()
