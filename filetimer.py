@@ -236,6 +236,17 @@ def _invalid(field: str, value: object, expected: str) -> ValueError:
     return ValueError("%s must be %s, got %s" % (field, expected, "nothing" if value is None else shown))
 
 
+def _check_seconds(name: str, value: Any, positive: bool = False) -> None:
+    """ValueError naming ``name`` unless value is a finite number of seconds, >= 0 (> 0 if ``positive``)."""
+    try:
+        valid = (value > 0 if positive else value >= 0) and value < math.inf and value is not True
+    except TypeError:  # None, a string, ...
+        valid = False
+    if not valid:
+        raise ValueError("%s must be a %s number of seconds, got %r"
+                         % (name, "positive" if positive else "non-negative", value))
+
+
 # --- client -------------------------------------------------------------------
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -596,17 +607,20 @@ def configure(client: FileTimerClient) -> None:
 class _Timer:
     """A timer armed by ``expires``; ``reset()`` re-arms it, a progress watchdog."""
 
-    __slots__ = ("after", "client", "deadline", "outer", "scope")
+    __slots__ = ("after", "client", "deadline", "nest", "outer", "scope")
 
-    def __init__(self, client: FileTimerClient, scope: str, after: float, outer: Optional["_Timer"]) -> None:
+    def __init__(self, client: FileTimerClient, scope: str, after: float, nest: Dict[str, "_Timer"]) -> None:
         self.client = client
         self.scope = scope
         self.after = after
         self.deadline = time.time() + after
-        self.outer = outer  # the armed timer of the same scope this one is nested in, on this thread
+        self.nest = nest  # the innermost timers by scope of the thread that armed it
+        self.outer = nest.get(scope)  # the armed timer of the same scope this one is nested in
 
     def reset(self, after: Optional[float] = None) -> None:
         """Re-arm to now + ``after`` (default: the ``after`` it was armed with): one request."""
+        if after is not None:
+            _check_seconds("after", after, positive=True)
         self.deadline = time.time() + (self.after if after is None else after)
         self.client.acquire(self.scope, self.deadline)
 
@@ -638,9 +652,16 @@ class expires:
     outermost exit releases it.
     """
 
-    __slots__ = ("_after", "_client", "_per_thread", "_scope")
+    __slots__ = ("_after", "_client", "_entered", "_per_thread", "_scope")
 
     def __init__(self, after: float, scope: Optional[str] = None, client: Optional[FileTimerClient] = None) -> None:
+        try:
+            valid = 0 < after < math.inf
+        except TypeError:  # None, a string, ...
+            valid = False
+        if not valid:
+            _check_seconds("after", after, positive=True)  # says what is wrong
+        self._entered: List[_Timer] = []  # armed by this object and not yet exited
         self._per_thread = scope is None
         if scope is None:
             caller = sys._getframe(1)
@@ -648,6 +669,14 @@ class expires:
         self._after = after
         self._scope = scope
         self._client = client
+
+    def _copy(self) -> "expires":
+        """One call's own context: calls of a decorated function overlap in threads and tasks."""
+        fresh = expires.__new__(expires)
+        fresh._after, fresh._client, fresh._scope, fresh._per_thread = (self._after, self._client, self._scope,
+                                                                       self._per_thread)
+        fresh._entered = []
+        return fresh
 
     def _thread_scope(self) -> str:
         """The scope on the wire: the default one names the thread and asyncio task, but for the main thread's."""
@@ -663,21 +692,31 @@ class expires:
         if client is None:
             raise RuntimeError("filetimer: no client; call filetimer.configure(FileTimerClient(...)) first")
         scope = self._thread_scope()
-        innermost = _nesting.innermost
-        timer = _Timer(client, scope, self._after, innermost.get(scope))
+        nest = _nesting.innermost
+        timer = _Timer(client, scope, self._after, nest)
         client.acquire(scope, timer.deadline)
-        innermost[scope] = timer
+        nest[scope] = timer
+        self._entered.append(timer)
         return timer
 
     def __exit__(self, *exc_info: object) -> None:
-        scope = self._thread_scope()
-        innermost = _nesting.innermost
-        timer = innermost.pop(scope)
-        outer = timer.outer
+        # The scope entered, whichever task or thread exits (an async generator closed by the loop in a task of
+        # its own, __exit__ called elsewhere). An object entered in several at once: this one's, if it is there.
+        entered = self._entered
+        timer = entered.pop()
+        if entered and timer.scope != self._thread_scope():
+            scope = self._thread_scope()
+            for i in range(len(entered) - 1, -1, -1):
+                if entered[i].scope == scope:
+                    timer, entered[i] = entered[i], timer
+                    break
+        scope, nest, outer = timer.scope, timer.nest, timer.outer
+        if nest.get(scope) is timer:
+            del nest[scope]
         if outer is None:
             timer.client.release(scope)
             return
-        innermost[scope] = outer  # the enclosing block of the same scope: guarded again, never less than torch
+        nest[scope] = outer  # the enclosing block of the same scope: guarded again, never less than torch
         outer.deadline = max(outer.deadline, time.time() + outer.after)
         client = outer.client  # re-armed later if no server reads now, as a release would be
         client._send(scope, outer.deadline, client.signal, client._promises_dump(), later=True)
@@ -695,14 +734,14 @@ class expires:
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def guarded_coroutine(*args: Any, **kwargs: Any) -> Any:
-                async with self:
+                async with self._copy():
                     return await func(*args, **kwargs)
 
             return cast(_F, guarded_coroutine)
 
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with self:
+            with self._copy():
                 return func(*args, **kwargs)
 
         return cast(_F, guarded)
@@ -1171,12 +1210,6 @@ def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
                     del timers[key]
                 (due.add if record["record"] == "schedule" else due.discard)(pid)
     return list(timers.values()), len(due)
-
-
-def _check_seconds(name: str, value: object, positive: bool = False) -> None:
-    if not (isinstance(value, (int, float)) and 0 <= value < math.inf and (value > 0 or not positive)):
-        raise ValueError("%s must be a %s number of seconds, got %r"
-                         % (name, "positive" if positive else "non-negative", value))
 
 
 LogEvent = Callable[[str, Optional[FileTimerRequest]], None]

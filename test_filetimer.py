@@ -1542,6 +1542,37 @@ class ExpiresShapesTest(FiletimerTestCase):
             "asyncio.run(main())\n"
         )
 
+    def test_an_exit_in_another_task_or_thread_releases_the_scope_that_was_entered(self):
+        server = self.serve()
+        worker = self.spawn_lingering_worker(
+            "import asyncio, gc, threading\n"
+            "async def ticks():\n"
+            "    async with filetimer.expires(after=0.5):\n"
+            "        yield 1\n"
+            "        yield 2\n"
+            "async def main():\n"
+            "    agen = ticks()\n"
+            "    await agen.__anext__()\n"
+            "    del agen  # abandoned: the loop closes it in a task of its own\n"
+            "    gc.collect()\n"
+            "    await asyncio.sleep(0.05)\n"
+            "asyncio.run(main())\n"
+            "block = filetimer.expires(after=0.5, scope='handed over')\n"
+            "block.__enter__()\n"
+            "threading.Thread(target=block.__exit__, args=(None, None, None)).start()\n")
+        self.assertEqual(worker.stdout.readline().strip(), "done")
+        self.assertTrue(wait_for(lambda: server.request_count == 4 and server.timers() == []))
+        time.sleep(0.7)  # past both deadlines
+        self.assertIsNone(worker.poll())
+
+    def test_after_must_be_positive_and_finite(self):
+        for after in (-1, 0, float("inf"), float("nan"), None, "5"):
+            with self.subTest(after=after), self.assertRaises(ValueError) as caught:
+                filetimer.expires(after=after)
+            self.assertIn("after", str(caught.exception))
+        timer = filetimer._Timer(mock.Mock(), "s", 1.0, {})
+        self.assertRaises(ValueError, timer.reset, -1)
+
     def test_an_async_function_that_finishes_is_released(self):
         server = self.serve()
         worker = self.spawn_worker(

@@ -169,6 +169,13 @@ MUTANTS: List[Mutant] = [
         ["StateFileTest.test_a_forked_child_leaves_the_parents_kept_releases_to_the_parent"],
     ),
     (
+        "exit-by-exit-scope",  # an expires exit would compute its scope again (another task's), and not release
+        "        timer = entered.pop()\n",
+        "        timer = entered.pop()\n        if timer.scope != self._thread_scope():\n"
+        "            raise KeyError(timer.scope)\n",
+        ["ExpiresShapesTest.test_an_exit_in_another_task_or_thread_releases_the_scope_that_was_entered"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
