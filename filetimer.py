@@ -750,6 +750,7 @@ class expires:
 # --- server -------------------------------------------------------------------
 
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+_HAVE_PROC = os.path.isdir("/proc/self/task")  # Linux
 _HAVE_PROC_CHILDREN = os.path.exists("/proc/self/task/%d/children" % os.getpid())  # Linux 3.5+
 _READ_SIZE = 65536
 _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
@@ -825,6 +826,22 @@ class _Worker:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for ``sig`` now (SigCgt in /proc/<pid>/status); False if unknown.
+
+    A worker that exec'd after arming, or whose application set the signal back to its default, would be
+    killed by a dump signal: alone, not with its tree. Without /proc (macOS) the client's word is taken.
+    """
+    if not _HAVE_PROC:
+        return True
+    try:
+        status = _read_proc("/proc/%d/status" % pid)
+        mask = int(status[status.index(b"\nSigCgt:") + 8 :].split(None, 1)[0], 16)
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(mask >> (sig - 1) & 1)
 
 
 def _children(pid: int) -> List[int]:
@@ -1687,7 +1704,8 @@ class FileTimerServer:
     def _reap(self, worker: _Worker, decider: FileTimerRequest, now: float) -> None:
         """Ask the worker to dump its stacks and schedule its signal, or signal it now."""
         pid = worker.pid
-        if decider.dump_signal and self._dump_grace > 0 and self._signal(worker, decider.dump_signal):
+        dump = decider.dump_signal
+        if dump and self._dump_grace > 0 and _catches(pid, dump) and self._signal(worker, dump):
             self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
             self._journal(self._worker_record(pid))  # before a crash can forget the kill
             _log.warning("dump worker stacks: pid %d (scope %r) timed out; %s in %.3g s", pid, decider.scope_id,

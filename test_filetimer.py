@@ -1747,6 +1747,23 @@ the_hung_step()
                 self.assertNotIn("parked_in_sleep", err)
                 self.assertNotIn("dump worker stacks", self.event_names())
 
+    def test_a_worker_that_cannot_dump_any_more_is_killed_at_once_with_its_tree(self):
+        # It promised a dump when it armed its timer, then exec'd, or set the dump signal back to its default:
+        # the dump signal would kill it alone, and leave its children.
+        children = "os.execvp('sh', ['sh', '-c', 'sleep 60 & echo $!; sleep 60 & echo $!; wait'])\n"
+        for name, before in (("exec", ""), ("default action", "signal.signal(signal.SIGUSR2, signal.SIG_DFL)\n")):
+            with self.subTest(name):
+                self.events.clear()
+                self.path = os.path.join(self.dir, name.replace(" ", "-") + ".fifo")
+                self.serve(dump_grace=5)
+                worker = self.spawn_worker("filetimer._configured_client.acquire('step', time.time() + 0.3)\n"
+                                           + before + children, stdout=subprocess.PIPE, text=True)
+                pids = [int(worker.stdout.readline()) for _ in range(2)]
+                start_times = [filetimer._process_start_time(pid) for pid in pids]
+                self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)  # at once: not 5 s later, not by SIGUSR2
+                self.assertNotIn("dump worker stacks", self.event_names())
+                self.assertTrue(wait_for(lambda p=pids, s=start_times: not any(map(alive, p, s))))
+
 
 def alive(pid, start_time):
     """Whether the process that had this start time still runs (a zombie does not)."""

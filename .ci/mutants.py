@@ -176,6 +176,12 @@ MUTANTS: List[Mutant] = [
         ["ExpiresShapesTest.test_an_exit_in_another_task_or_thread_releases_the_scope_that_was_entered"],
     ),
     (
+        "dump-without-handler",  # a worker that exec'd or reset the dump signal would die of it, without its tree
+        "if dump and self._dump_grace > 0 and _catches(pid, dump) and self._signal(worker, dump):",
+        "if dump and self._dump_grace > 0 and self._signal(worker, dump):",
+        ["StackDumpTest.test_a_worker_that_cannot_dump_any_more_is_killed_at_once_with_its_tree"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
