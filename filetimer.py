@@ -229,6 +229,23 @@ def _wire_line(request: FileTimerRequest) -> bytes:
     return (start + _hints(request.start_time, request.dump_signal)).encode("ascii")
 
 
+_REQUEST_START = b'{"version"'  # how every client, ours and torch's, begins a request
+
+
+def _request_inside(line: bytes) -> Optional[FileTimerRequest]:
+    """The request a bad line ends with, if one starts inside it: a writer that died mid-line (or a hostile
+    one) leaves a fragment in front of the next writer's whole line. Only bad lines pay for the search.
+
+    A request holds no other raw ``{"version"`` (quotes in its strings are escaped), so it can only start
+    at the last one: one try, whatever the line holds.
+    """
+    start = line.rfind(_REQUEST_START)
+    if start > 0:
+        with contextlib.suppress(ValueError):
+            return FileTimerRequest.from_json(line[start:])
+    return None
+
+
 def _invalid(field: str, value: object, expected: str) -> ValueError:
     shown = repr(value)
     if len(shown) > 40:
@@ -1564,7 +1581,8 @@ class FileTimerServer:
             if not lines:  # still inside the over-long line
                 self._partial = b""
                 return
-            del lines[0]  # its end, already rejected
+            start = lines[0].rfind(_REQUEST_START)  # its end, already rejected, but for a request it ends with
+            lines[0] = lines[0][start:] if start >= 0 else b""
             self._skipping = False
         if len(self._partial) >= PIPE_BUF:
             self._reject(self._partial, "line longer than PIPE_BUF (%d)" % PIPE_BUF)
@@ -1581,6 +1599,9 @@ class FileTimerServer:
                     requests.append(FileTimerRequest.from_json(line))
                 except ValueError as e:
                     self._reject(line, str(e))
+                    request = _request_inside(line)
+                    if request is not None:
+                        requests.append(request)
         self._apply(requests, time.time(), time.monotonic())
         self._flush_records()
 
@@ -1827,7 +1848,13 @@ class FileTimerServer:
                 for line in _state_lines(saved):
                     try:
                         if not line.startswith(b'{"record"'):
-                            requests.append(FileTimerRequest.from_json(line))
+                            try:
+                                requests.append(FileTimerRequest.from_json(line))
+                            except ValueError:  # as ingest did: a request it ends with counts
+                                salvaged = _request_inside(line)
+                                if salvaged is None:
+                                    raise
+                                requests.append(salvaged)
                             if len(requests) < 4096:
                                 continue
                         self._apply(requests, time.time(), time.monotonic())

@@ -543,6 +543,18 @@ class BadInputTest(FiletimerTestCase):
             client.release("afterwards")
         self.assertTrue(wait_for(lambda: server.request_count == len(self.BAD_LINES) + 2))
 
+    def test_a_fragment_left_by_a_writer_costs_only_itself(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        far = time.time() + 600
+        # A writer that died mid-line (or a hostile one) leaves no newline: the next writer's line follows it.
+        for i, fragment in enumerate((b"{", b'{"version": 1, "pi', b"x" * 5000, b'{"version"' * 600)):
+            write_raw(self.path, fragment)
+            write_raw(self.path, line(sleeper.pid, "next %d" % i, far))
+            self.assertTrue(wait_for(lambda i=i: server.request_count == i + 1))
+        self.assertEqual(sorted(t.scope_id for t in server.timers()), ["next %d" % i for i in range(4)])
+        self.assertEqual(server.rejected_count, 4)
+
     def test_line_longer_than_a_read_is_rejected_once(self):
         server = self.serve()
         sleeper = self.spawn_sleeper()

@@ -182,6 +182,12 @@ MUTANTS: List[Mutant] = [
         ["StackDumpTest.test_a_worker_that_cannot_dump_any_more_is_killed_at_once_with_its_tree"],
     ),
     (
+        "no-resync",  # a fragment left by a writer that died mid-line would swallow the next worker's request
+        "    start = line.rfind(_REQUEST_START)\n    if start > 0:",
+        "    start = line.rfind(_REQUEST_START)\n    if False:",
+        ["BadInputTest.test_a_fragment_left_by_a_writer_costs_only_itself"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
