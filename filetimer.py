@@ -769,11 +769,35 @@ class expires:
 _HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 _HAVE_PROC = os.path.isdir("/proc/self/task")  # Linux
 _HAVE_PROC_CHILDREN = os.path.exists("/proc/self/task/%d/children" % os.getpid())  # Linux 3.5+
-_READ_SIZE = 65536
+_READ_SIZE = 8192  # a read's lines are applied together: a flood of tiny lines is still cut into small bites
+_READ_SECONDS = 0.002  # of reading per pass; then deadlines are looked at, whatever is left in the pipe
+_QUIET_EXPIRIES_PER_PASS = 1000  # report-only expiries handled per pass, after every signal due is sent
 _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
-_MAX_READS_PER_PASS = 64  # then look at deadlines again, even under a flood
-_REJECTS_LOGGED_PER_MINUTE = 10
+_LOGS_PER_MINUTE = 10  # of one kind (rejected lines, refused timers, ...); the rest are counted
 _DUMP_GRACE = 0.1  # seconds from the stack-dump signal to the kill (see README "When a worker hangs")
+
+
+class _LogLimit:
+    """At most a few log records of one kind a minute; the others are counted and their number logged later."""
+
+    __slots__ = ("logged", "suppressed", "what", "window_end")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.logged = self.suppressed = 0
+        self.window_end = 0.0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now >= self.window_end:
+            if self.suppressed:
+                _log.warning("%d more %s were not logged", self.suppressed, self.what)
+            self.window_end, self.logged, self.suppressed = now + 60, 0, 0
+        if self.logged < _LOGS_PER_MINUTE:
+            self.logged += 1
+            return True
+        self.suppressed += 1
+        return False
 
 
 def _signal_name(number: int) -> str:
@@ -1281,6 +1305,8 @@ class FileTimerServer:
         state_file: Optional[str] = None,
         kill_tree: bool = True,
         dump_grace: float = _DUMP_GRACE,
+        max_timers_per_pid: int = 10_000,
+        max_timers: int = _MAX_TIMERS,
     ) -> None:
         _require_posix()
         _check_seconds("max_interval", max_interval, positive=True)
@@ -1292,6 +1318,9 @@ class FileTimerServer:
         if mode & 0o002:
             raise ValueError("mode %03o lets every user write the FIFO, and so have your processes signalled; "
                              "use 0o600 (or 0o620 for your group)" % mode)
+        for name, cap in (("max_timers_per_pid", max_timers_per_pid), ("max_timers", max_timers)):
+            if not (type(cap) is int and cap > 0):
+                raise ValueError("%s must be a positive integer, got %r" % (name, cap))
         if mode & 0o044:
             raise ValueError("mode %03o lets others read the FIFO, and so take requests meant for the server and "
                              "learn pids and scopes; use 0o600 (or 0o620 for your group)" % mode)
@@ -1314,7 +1343,12 @@ class FileTimerServer:
         self._compact_due = threading.Event()  # set when the state file should be rewritten
         self._compactor: Optional[threading.Thread] = None
         self._replaying = False
-        self._events: List[Tuple[str, Optional[FileTimerRequest]]] = []  # of this pass, reported after its signals
+        # Of this pass, reported after its signals: (event, its request, a warning to log or "").
+        self._events: List[Tuple[str, Optional[FileTimerRequest], str]] = []
+        self._max_timers_per_pid, self._max_timers = max_timers_per_pid, max_timers
+        self._reject_log = _LogLimit("rejected lines")
+        self._refuse_log = _LogLimit("refused timers")
+        self._ignore_log = _LogLimit("timers of processes that are gone")
 
         self.request_count = 0  # valid requests processed
         self.rejected_count = 0  # lines refused
@@ -1324,6 +1358,7 @@ class FileTimerServer:
         # request set to None and is skipped when it reaches the top.
         self._timers: Dict[Tuple[int, str], List[Any]] = {}
         self._heap: List[List[Any]] = []
+        self._quiet: List[List[Any]] = []  # the same, for report-only timers (signal 0): never ahead of a kill
         self._seq = 0
         self._workers: Dict[int, _Worker] = {}
         # Signals due later, by pid: (monotonic time, signal, request, event): a kill after a
@@ -1332,8 +1367,6 @@ class FileTimerServer:
         self._reaped_signal = 0  # for exit_on_reap: a signal sent in this pass
         self._partial = b""  # an unfinished line from the last read
         self._skipping = False  # inside an over-long line, until its newline
-        self._rejects_logged = 0
-        self._rejects_window_end = 0.0
         self._last_progress_time = int(time.time())
         self._next_beat = time.monotonic() + self._max_interval
         self._thread: Optional[threading.Thread] = None
@@ -1382,7 +1415,8 @@ class FileTimerServer:
         with self._lock:
             if self._closed:
                 return
-            self._read_requests()  # a request written before stop() is not lost with the pipe
+            while self._read_requests():  # a request written before stop() is not lost with the pipe
+                pass
             self._close()
         self._log_event("watchdog stopped", None)
 
@@ -1518,10 +1552,12 @@ class FileTimerServer:
         instead, so a kill is not up to a millisecond late.
         """
         with self._lock:
-            heap = self._heap
-            while heap and heap[0][2] is None:  # released or replaced
-                heapq.heappop(heap)
-            deadline = heap[0][0] if heap else math.inf
+            deadline = math.inf
+            for heap in (self._heap, self._quiet):
+                while heap and heap[0][2] is None:  # released or replaced
+                    heapq.heappop(heap)
+                if heap:
+                    deadline = min(deadline, heap[0][0])
             if self._scheduled:
                 deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))
         if deadline > self._next_beat:  # only the heartbeat is due: no precision needed
@@ -1550,7 +1586,9 @@ class FileTimerServer:
         if self._scheduled:
             self._send_scheduled(now)
         events, self._events = self._events, []
-        for name, request in events:  # after every signal of the pass
+        for name, request, warning in events:  # after every signal of the pass
+            if warning:
+                _log.warning("%s", warning)
             self._log_event(name, request)
         if self._reaped_signal and self._exit_on_reap:
             _log.warning("exit_on_reap: signalling the server's own process %d with %s", os.getpid(),
@@ -1563,15 +1601,19 @@ class FileTimerServer:
                     self._forget_worker(worker)
         self._last_progress_time = int(time.time())
 
-    def _read_requests(self) -> None:
-        for _ in range(_MAX_READS_PER_PASS):
+    def _read_requests(self) -> bool:
+        """Apply what the pipe holds, for at most _READ_SECONDS; True if there may be more."""
+        started = time.monotonic()
+        while True:
             try:
                 chunk = os.read(self._read_fd, _READ_SIZE)
             except BlockingIOError:
-                return
+                return False
             self._ingest(chunk)
             if len(chunk) < _READ_SIZE:
-                return
+                return False
+            if time.monotonic() - started >= _READ_SECONDS:
+                return True
 
     def _ingest(self, chunk: bytes) -> None:
         """Split a read into lines; apply the valid requests, count and log the rest."""
@@ -1608,20 +1650,12 @@ class FileTimerServer:
     def _reject(self, line: bytes, reason: str) -> None:
         """Count a refused line and log it, at most a few per minute."""
         self.rejected_count += 1
-        now = time.monotonic()
-        if now >= self._rejects_window_end:
-            suppressed = self._rejects_logged - _REJECTS_LOGGED_PER_MINUTE
-            if suppressed > 0:
-                _log.warning("%d more rejected lines were not logged", suppressed)
-            self._rejects_window_end = now + 60
-            self._rejects_logged = 0
-        self._rejects_logged += 1
-        if self._rejects_logged <= _REJECTS_LOGGED_PER_MINUTE:
+        if self._reject_log.allow():
             _log.warning("rejected request %r: %s", line[:100], reason)
 
     def _apply(self, requests: Iterable[FileTimerRequest], wall_now: float, mono_now: float) -> None:
         """Arm, re-arm or release each request's timer, in order (the ingest hot path)."""
-        timers, workers, heap = self._timers, self._workers, self._heap
+        timers, workers, heap, quiet = self._timers, self._workers, self._heap, self._quiet
         applied = 0
         for request in requests:
             applied += 1
@@ -1638,16 +1672,29 @@ class FileTimerServer:
                 worker = self._watch(request)
                 if worker is None:
                     continue
+            if old is None and (len(worker.scopes) >= self._max_timers_per_pid or len(timers) >= self._max_timers):
+                self._refuse(request)
+                continue
             # Converted once, on arrival: a wall-clock step later changes nothing.
             entry = [mono_now + (request.expiration_time - wall_now), self._seq, request]
             self._seq += 1
             timers[pid, scope] = entry
-            heapq.heappush(heap, entry)
+            heapq.heappush(heap if request.signal else quiet, entry)
             worker.scopes.add(scope)
         self.request_count += applied
-        if len(heap) > 2 * len(timers) + 1024:  # mostly stale entries
-            self._heap = list(timers.values())
+        if len(heap) + len(quiet) > 2 * len(timers) + 1024:  # mostly stale entries
+            self._heap = [entry for entry in timers.values() if entry[2].signal]
+            self._quiet = [entry for entry in timers.values() if not entry[2].signal]
             heapq.heapify(self._heap)
+            heapq.heapify(self._quiet)
+
+    def _refuse(self, request: FileTimerRequest) -> None:
+        """A timer over a cap: not armed, and said so (a few times a minute)."""
+        if self._refuse_log.allow():
+            per_pid = len(self._workers[request.worker_pid].scopes) >= self._max_timers_per_pid
+            _log.warning("refusing a timer for pid %d (scope %r): %s", request.worker_pid, request.scope_id,
+                         "it has %d timers, max_timers_per_pid" % self._max_timers_per_pid if per_pid
+                         else "the server holds %d timers, max_timers" % self._max_timers)
 
     def _watch(self, request: FileTimerRequest) -> Optional[_Worker]:
         """The worker record for the request's pid, made on first sight; None if it is gone."""
@@ -1657,16 +1704,17 @@ class FileTimerServer:
             if request.start_time is None or worker.start_time in (None, request.start_time):
                 return worker
             if worker.is_alive():  # the request names an earlier process that had this pid
-                if not self._replaying:
+                if not self._replaying and self._ignore_log.allow():
                     _log.info("ignoring a timer for pid %d: it names a process that has exited", pid)
                 return None
             self._forget_worker(worker)  # the pid now belongs to the process the request names
         if pid <= 1:
-            _log.error("refusing a timer for pid %d: it names a process group or init", pid)
+            if self._refuse_log.allow():
+                _log.error("refusing a timer for pid %d: it names a process group or init", pid)
             return None
         worker = _Worker.attach(pid, request.start_time)
         if worker is None:
-            if not self._replaying:
+            if not self._replaying and self._ignore_log.allow():
                 _log.info("ignoring a timer for pid %d: the process is gone", pid)
             return None
         self._workers[pid] = worker
@@ -1697,29 +1745,36 @@ class FileTimerServer:
         """Signal each worker with an expired timer once, with the earliest non-zero signal among them.
 
         A worker that can dump its stacks is asked to first, and signalled
-        ``dump_grace`` later. Every expired timer is reported once, and dropped.
+        ``dump_grace`` later. Every expired timer is reported once, and
+        dropped; report-only ones (signal 0) after every signal, a bounded
+        number a pass, so that no number of them delays a kill.
         """
-        heap = self._heap
+        heap, timers = self._heap, self._timers
         expired: Dict[int, List[FileTimerRequest]] = {}
         while heap and heap[0][0] <= now:
             request = heapq.heappop(heap)[2]
-            if request is None:
-                continue
-            del self._timers[(request.worker_pid, request.scope_id)]
-            self._workers[request.worker_pid].scopes.discard(request.scope_id)
-            expired.setdefault(request.worker_pid, []).append(request)
+            if request is not None:
+                expired.setdefault(request.worker_pid, []).append(request)
         for pid, requests in expired.items():
-            self._events += [("timer expired", request) for request in requests]
-            decider = next((r for r in requests if r.signal > 0), None)
-            if decider is None:  # signal 0: reported once, dropped
-                self._records += [_line_start(pid, r.scope_id, -1, 0).encode("ascii") + b"}\n" for r in requests]
-                continue
             worker = self._workers[pid]
+            requests += [entry[2] for entry in (timers[pid, scope] for scope in worker.scopes)
+                         if entry[0] <= now and not entry[2].signal]  # its report-only ones due too
+            self._events += [("timer expired", request, "") for request in requests]
             self._drop_timers(worker)
             if pid in self._scheduled:  # dumped (or signalled) already: its kill is not postponed
                 self._journal(self._worker_record(pid))
             else:
-                self._reap(worker, decider, now)
+                self._reap(worker, requests[0], now)
+        quiet = self._quiet
+        for _ in range(_QUIET_EXPIRIES_PER_PASS):
+            if not (quiet and quiet[0][0] <= now):
+                break
+            request = heapq.heappop(quiet)[2]
+            if request is not None:
+                del timers[request.worker_pid, request.scope_id]
+                self._workers[request.worker_pid].scopes.discard(request.scope_id)
+                self._events.append(("timer expired", request, ""))
+                self._records.append(_line_start(request.worker_pid, request.scope_id, -1, 0).encode("ascii") + b"}\n")
         self._flush_records()
 
     def _reap(self, worker: _Worker, decider: FileTimerRequest, now: float) -> None:
@@ -1729,9 +1784,9 @@ class FileTimerServer:
         if dump and self._dump_grace > 0 and _catches(pid, dump) and self._signal(worker, dump):
             self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
             self._journal(self._worker_record(pid))  # before a crash can forget the kill
-            _log.warning("dump worker stacks: pid %d (scope %r) timed out; %s in %.3g s", pid, decider.scope_id,
-                         _signal_name(decider.signal), self._dump_grace)
-            self._events.append(("dump worker stacks", decider))
+            self._events.append(("dump worker stacks", decider, "dump worker stacks: pid %d (scope %r) timed out; "
+                                 "%s in %.3g s" % (pid, decider.scope_id, _signal_name(decider.signal),
+                                                   self._dump_grace)))
         else:
             self._kill(worker, decider.signal, decider, "kill worker process", now)
 
@@ -1757,8 +1812,8 @@ class FileTimerServer:
             return
         killed = "" if descendants is None else " and its %d descendant%s" % (descendants, "" if descendants == 1
                                                                              else "s")
-        _log.warning("%s: pid %d (scope %r) with %s%s", event, worker.pid, request.scope_id, _signal_name(sig), killed)
-        self._events.append((event, request))
+        self._events.append((event, request, "%s: pid %d (scope %r) with %s%s" % (
+            event, worker.pid, request.scope_id, _signal_name(sig), killed)))
         self._reaped_signal = sig
 
     def _kill_process_tree(self, worker: _Worker) -> Optional[int]:
