@@ -86,6 +86,12 @@ def kill_group(pgid):
             os.killpg(pgid, signal.SIGKILL)
 
 
+class TimeLimitExceeded(BaseException):
+    """Raised in a test that runs too long: not an Exception (TimeoutError is an OSError), so that code under test
+    that catches OSError or Exception cannot swallow it; unittest still reports it as an error and runs the
+    cleanups."""
+
+
 class TimeLimitedTestCase(unittest.TestCase):
     """A test that runs longer than TIME_LIMIT fails instead of hanging the run.
 
@@ -100,7 +106,7 @@ class TimeLimitedTestCase(unittest.TestCase):
 
         def expire(signum, frame):
             if armed[0]:
-                raise TimeoutError("test took longer than %d s" % TIME_LIMIT)
+                raise TimeLimitExceeded("test took longer than %g s" % TIME_LIMIT)
 
         def disarm():
             armed[0] = False
@@ -179,6 +185,33 @@ class FiletimerTestCase(TimeLimitedTestCase):
         for stream in (child.stdin, child.stdout, child.stderr):
             if stream:
                 stream.close()
+
+
+class TimeLimitTest(unittest.TestCase):
+    """The time limit itself: code under test cannot swallow it, and the cleanups still run."""
+
+    def test_a_test_that_swallows_every_exception_still_ends_at_the_limit_and_is_cleaned_up(self):
+        happened = []
+
+        class Swallowing(TimeLimitedTestCase):
+            def runTest(self):
+                self.addCleanup(happened.append, "cleaned up")
+                deadline = time.monotonic() + SLACK
+                while time.monotonic() < deadline:  # as code that retries on any error would
+                    try:
+                        time.sleep(0.01)
+                    except Exception:
+                        happened.append("swallowed")
+                happened.append("ran to the end")
+
+        previous = signal.getsignal(signal.SIGALRM)
+        result = unittest.TestResult()
+        with mock.patch.object(sys.modules[__name__], "TIME_LIMIT", 0.2):
+            Swallowing().run(result)
+        self.assertEqual(happened, ["cleaned up"])
+        self.assertEqual(len(result.errors), 1, result.errors)
+        self.assertIn("TimeLimitExceeded", result.errors[0][1])
+        self.assertEqual((signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)), (previous, (0, 0)))
 
 
 class RequestTest(TimeLimitedTestCase):
