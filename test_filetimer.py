@@ -146,10 +146,23 @@ class FiletimerTestCase(TimeLimitedTestCase):
         return server
 
     def spawn(self, args, **kwargs):
+        """Start a child; unless told otherwise its stdout is discarded and its stderr (stack dumps, a child
+        server's log) goes to the temporary file child.log, not into the test output."""
         kwargs.setdefault("stdout", subprocess.DEVNULL)  # a leaked child must not hold the runner's stdout
+        log = None
+        if "stderr" not in kwargs:
+            log = kwargs["stderr"] = tempfile.TemporaryFile()
+            self.addCleanup(log.close)
         child = subprocess.Popen(args, env=kwargs.pop("env", ENV), **kwargs)
+        child.log = log
         self.addCleanup(self._reap, child)
         return child
+
+    @staticmethod
+    def read_log(child):
+        """What the child has written to its stderr so far (see spawn)."""
+        child.log.seek(0)
+        return child.log.read().decode(errors="replace")
 
     def spawn_worker(self, code, path=None, **kwargs):
         return self.spawn([*PYTHON, "-c", WORKER + code, path or self.path], **kwargs)
@@ -276,6 +289,7 @@ class WatchdogTest(FiletimerTestCase):
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process"])
+        self.assertIn("most recent call first", self.read_log(worker))  # the dump, on the worker's stderr
         self.assertEqual(server.timers(), [])
         server.stop()
         self.assertEqual(self.event_names()[0], "watchdog started")
