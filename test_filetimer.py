@@ -5,6 +5,7 @@ generous and timing figures live in benchmarks/.
 """
 
 import _thread
+import argparse
 import atexit
 import contextlib
 import faulthandler
@@ -251,6 +252,22 @@ class RequestTest(TimeLimitedTestCase):
         for line in ["", "[]", "{", '{"pid": 5}', b"\xff\xfe", "{" * 3000 + "}" * 3000, "[" * 2000 + "]" * 2000]:
             with self.subTest(line=line[:20]):
                 self.assertRaises(ValueError, FileTimerRequest.from_json, line)
+
+    def test_a_line_is_at_most_pipe_buf_bytes_with_its_newline(self):
+        # Only a write of at most PIPE_BUF bytes is atomic; the client sends lines up to that, newline included.
+        def padded(total):  # a valid line of `total` bytes with its newline
+            length = len(FileTimerRequest(1234, "", 1795000000.5, 9).to_json()) + 1
+            return FileTimerRequest(1234, "x" * (total - length), 1795000000.5, 9).to_json()
+
+        longest = padded(filetimer.PIPE_BUF)
+        self.assertEqual(len(longest + "\n"), filetimer.PIPE_BUF)
+        for text in (longest, longest + "\n", longest.encode() + b"\n"):
+            self.assertEqual(FileTimerRequest.from_json(text).worker_pid, 1234)
+        too_long = padded(filetimer.PIPE_BUF + 1)
+        for text in (too_long, too_long + "\n", too_long.encode(), too_long.encode() + b"\n"):
+            with self.subTest(text=text[-10:]), self.assertRaises(ValueError) as caught:
+                FileTimerRequest.from_json(text)
+            self.assertIn("PIPE_BUF", str(caught.exception))
 
     def test_to_json_refuses_a_non_finite_time(self):
         self.assertRaises(ValueError, FileTimerRequest(5, "s", float("nan")).to_json)
@@ -520,6 +537,14 @@ class ClientTest(FiletimerTestCase):
         with mock.patch.object(filetimer, "_configured_client", None), self.assertRaises(RuntimeError), guard:
             pass
 
+    def test_expires_with_no_server_raises_broken_pipe_and_runs_nothing_unguarded(self):
+        ran = []
+        with mock.patch.object(filetimer.time, "sleep"), FileTimerClient(self.path) as client:  # retries not slept
+            with self.assertRaises(BrokenPipeError), filetimer.expires(after=30, client=client):
+                ran.append("the guarded block")
+        self.assertEqual(ran, [])
+        self.assertEqual([scope for scope in filetimer._nesting.innermost if scope.startswith(__file__)], [])
+
     def test_default_scope_is_the_callers_file_and_line(self):
         guard = filetimer.expires(after=1)
         line = sys._getframe().f_lineno - 1
@@ -566,6 +591,8 @@ class BadInputTest(FiletimerTestCase):
         line(4242, "bool signal", 1, True),
         line(4242, "version 2", 1, version=2),
         line(4242, "bad start", 1, start_time="x"),
+        line(4242, "bad dump signal", 1, dump_signal="x"),
+        line(4242, "dump signal 65", 1, dump_signal=65),
         b'{"version": 1, "pid": 4242, "scope_id": "\xff\xfe", "expiration_time": 1, "signal": 9}',
         b"[" * 2000 + b"]" * 2000,
         b'{"version": 1, "pid": 4242, "scope_id": "' + b"x" * 5000 + b'", "expiration_time": 1, "signal": 9}',
@@ -587,6 +614,19 @@ class BadInputTest(FiletimerTestCase):
         with FileTimerClient(self.path) as client:  # and the server keeps serving
             client.release("afterwards")
         self.assertTrue(wait_for(lambda: server.request_count == len(self.BAD_LINES) + 2))
+
+    def test_a_bad_dump_signal_is_rejected_and_a_worker_expiring_in_the_same_pass_is_still_killed(self):
+        # Were "dump_signal": "x" accepted, asking its worker for a dump would raise in the middle of the reap pass,
+        # after the pass had taken both expired timers off the heap: the valid worker's kill would go with it.
+        server = self.serve(dump_grace=filetimer._DUMP_GRACE)
+        bad, hung = self.spawn_sleeper(), self.spawn_sleeper()
+        past = time.time() - 1
+        with self.assertLogs("filetimer", "WARNING"):
+            write_raw(self.path, line(bad.pid, "s", past, dump_signal="x") + line(hung.pid, "s", past))
+            self.assertTrue(wait_for(lambda: server.request_count + server.rejected_count == 2))
+            self.assertEqual(server.rejected_count, 1)
+            self.assertEqual(hung.wait(SLACK), -signal.SIGKILL)
+        self.assertIsNone(bad.poll())
 
     def test_line_longer_than_a_read_is_rejected_once(self):
         server = self.serve()
@@ -788,6 +828,23 @@ class FifoPathTest(FiletimerTestCase):
                     self.assertEqual(stat_mode(self.path), mode)
                 finally:
                     server.stop()
+
+    def test_the_fifo_is_made_with_its_mode_not_fixed_later(self):
+        # Under umask 0 a FIFO made with the default mode 0666 could be opened by anyone before a chmod.
+        modes = []
+        real_mkfifo = os.mkfifo
+
+        def mkfifo(path, mode=0o666, *args, **kwargs):
+            real_mkfifo(path, mode, *args, **kwargs)
+            modes.append(stat_mode(path))
+
+        old = os.umask(0)
+        try:
+            with mock.patch.object(os, "mkfifo", mkfifo):
+                self.addCleanup(FileTimerServer(self.path, mode=0o620).stop)
+        finally:
+            os.umask(old)
+        self.assertEqual(modes, [0o620])
 
     def test_stop_removes_only_its_own_fifo(self):
         old = FileTimerServer(self.path)
@@ -1005,6 +1062,25 @@ class ShellTest(FiletimerTestCase):
                 self.assertEqual(result.returncode, 0, result.stderr)
         self.assertTrue(wait_for(lambda: len(server.timers()) == 4))
         self.assertEqual({(t.worker_pid, t.signal) for t in server.timers()}, {(sleeper.pid, signal.SIGTERM)})
+
+    def test_acquire_binds_the_timer_to_the_process_start_time(self):
+        # So that a pid another process holds by the time the server reads the request is never armed: here the
+        # server's identity source says the second sleeper's pid now belongs to a later process.
+        server = self.serve()
+        sleeper, reused = self.spawn_sleeper(), self.spawn_sleeper()
+        real_start_time = filetimer._process_start_time
+
+        def start_time(pid):
+            value = real_start_time(pid)
+            return value + 1 if pid == reused.pid and value is not None else value
+
+        with mock.patch.object(filetimer, "_process_start_time", start_time):
+            for pid in (sleeper.pid, reused.pid):
+                result = cli("acquire", "--scope", "s", "--after", "60", "--pid", str(pid), "--path", self.path)
+                self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(wait_for(lambda: server.request_count == 2))
+        self.assertEqual([(t.worker_pid, t.start_time) for t in server.timers()],
+                         [(sleeper.pid, real_start_time(sleeper.pid))])
 
     def test_bad_acquire_and_release_exit_with_one_line(self):
         self.serve()
@@ -1240,6 +1316,18 @@ class CommandLineTest(FiletimerTestCase):
                 self.assertNotIn("Traceback", result.stderr)
         with open(regular) as f:
             self.assertEqual(f.read(), "keep me")
+
+    def test_signal_option_takes_signals_only(self):
+        # A name that is a handler, a mask operation or a real-time signal would silently mean "report only" or
+        # some other number: refused, however it is spelled.
+        for text, number in (("TERM", signal.SIGTERM), ("SIGTERM", signal.SIGTERM), ("sigkill", signal.SIGKILL),
+                             ("usr1", signal.SIGUSR1), ("15", 15), ("0", 0)):
+            with self.subTest(text=text):
+                self.assertEqual(filetimer._signal_number(text), number)
+        for text in ("SIG_DFL", "sig_ign", "_DFL", "SIG_BLOCK", "SIG_SETMASK", "SIGRTMIN", "sigrtmax", "RTMIN",
+                     "NSIG", "65", "-1", "NOPE", ""):
+            with self.subTest(text=text), self.assertRaises(argparse.ArgumentTypeError):
+                filetimer._signal_number(text)
 
     def test_help_and_version(self):
         self.assertIn("serve", self.run_cli("--help").stdout)
@@ -1491,6 +1579,16 @@ the_hung_step()
                 err = self.run_hung(code, **server_option)
                 self.assertNotIn("parked_in_sleep", err)
                 self.assertNotIn("dump worker stacks", self.event_names())
+
+    def test_a_client_made_after_an_application_handler_leaves_it_in_place(self):
+        worker = self.spawn([*PYTHON, "-c", "import os, signal, sys, filetimer\n"
+                             "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', flush=True))\n"
+                             "filetimer.configure(filetimer.FileTimerClient(sys.argv[1]))\n"
+                             "os.kill(os.getpid(), signal.SIGUSR2)\nprint('done', flush=True)\n", self.path],
+                            stdout=subprocess.PIPE, text=True)
+        out, _ = worker.communicate(timeout=SLACK)
+        self.assertEqual(worker.returncode, 0, self.read_log(worker))
+        self.assertIn("application handler ran", out.splitlines(), self.read_log(worker))
 
     def test_an_application_handler_of_the_dump_signal_is_left_alone(self):
         # Taken before the configured client is made (it registers nothing) or after (its acquires stop promising

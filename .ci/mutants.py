@@ -123,6 +123,48 @@ MUTANTS: List[Mutant] = [
         "dump = bool(self._dump_signal)",
         ["StackDumpTest.test_an_application_handler_of_the_dump_signal_is_left_alone"],
     ),
+    (
+        "dump-signal-unchecked",  # _from_fields would accept "dump_signal": "x"; the reap pass would then raise
+        "elif not (type(dump) is int and 0 <= dump < _NSIG):",
+        "elif False:",
+        ["BadInputTest.test_a_bad_dump_signal_is_rejected_and_a_worker_expiring_in_the_same_pass_is_still_killed"],
+    ),
+    (
+        "from-json-pipe-buf",  # from_json would accept a line of PIPE_BUF bytes plus its newline (not atomic)
+        "if len(data) >= PIPE_BUF:",
+        "if len(data) > PIPE_BUF:",
+        ["RequestTest.test_a_line_is_at_most_pipe_buf_bytes_with_its_newline"],
+    ),
+    (
+        "cli-signal-names",  # acquire --signal would take SIG_DFL, SIG_BLOCK or SIGRTMIN as a signal
+        ''' or name.startswith(("SIG_", "SIGRT")):''',
+        ":",
+        ["CommandLineTest.test_signal_option_takes_signals_only"],
+    ),
+    (
+        "enter-swallows-broken-pipe",  # expires would run its block unguarded when no server reads
+        "        client.acquire(scope, timer.deadline)\n",
+        "        with contextlib.suppress(BrokenPipeError):\n            client.acquire(scope, timer.deadline)\n",
+        ["ClientTest.test_expires_with_no_server_raises_broken_pipe_and_runs_nothing_unguarded"],
+    ),
+    (
+        "dump-handler-unchecked",  # a client would replace an application's own handler of the dump signal
+        "if not _DUMP_SIGNAL or signal.getsignal(_DUMP_SIGNAL) is not signal.SIG_DFL or sys.stderr is None:",
+        "if not _DUMP_SIGNAL or sys.stderr is None:",
+        ["StackDumpTest.test_a_client_made_after_an_application_handler_leaves_it_in_place"],
+    ),
+    (
+        "mkfifo-no-mode",  # the FIFO would exist with the umask's mode (0666 under umask 0) until fchmod
+        "os.mkfifo(path, mode)",
+        "os.mkfifo(path)",
+        ["FifoPathTest.test_the_fifo_is_made_with_its_mode_not_fixed_later"],
+    ),
+    (
+        "cli-no-start-time",  # acquire/release from a shell would not bind the timer to the process's identity
+        "FileTimerRequest(pid, args.scope, expiration_time, sig, start_time)",
+        "FileTimerRequest(pid, args.scope, expiration_time, sig)",
+        ["ShellTest.test_acquire_binds_the_timer_to_the_process_start_time"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
