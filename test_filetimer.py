@@ -130,9 +130,15 @@ class FiletimerTestCase(TimeLimitedTestCase):
         self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.path = os.path.join(self.dir, "timer.fifo")
         self.events = []
+        self.event_times = []  # time.monotonic() of each event
 
     def record(self, name, request):
         self.events.append((name, request))
+        self.event_times.append(time.monotonic())
+
+    def event_time(self, name):
+        """When the first event of that name was reported."""
+        return self.event_times[self.event_names().index(name)]
 
     def event_names(self, pid=None):
         return [name for name, request in self.events if pid is None or (request and request.worker_pid == pid)]
@@ -311,6 +317,27 @@ class WatchdogTest(FiletimerTestCase):
         server.stop()
         self.assertEqual(self.event_names()[0], "watchdog started")
         self.assertEqual(self.event_names()[-1], "watchdog stopped")
+
+    def test_a_hung_worker_is_killed_within_a_second_of_its_deadline(self):
+        # At max_interval 10 neither the deadline nor the kill after the stack dump may wait for the heartbeat.
+        self.serve(max_interval=10, dump_grace=filetimer._DUMP_GRACE)
+        worker = self.spawn_worker("with filetimer.expires(after=0.3) as timer:\n    print(repr(timer.deadline), "
+                                   "flush=True)\n    time.sleep(60)\n", stdout=subprocess.PIPE, text=True)
+        deadline = float(worker.stdout.readline())
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertLessEqual(time.time() - deadline, 1.0)
+        self.assertIn("dump worker stacks", self.event_names(worker.pid))
+
+    def test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted(self):
+        # 1,100 acquire/release pairs leave the heap mostly stale entries, and it is rebuilt from the live timers.
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        now = time.time()
+        churn = [FileTimerRequest(sleeper.pid, "churn", now + 600 if i % 2 == 0 else -1, 9) for i in range(2200)]
+        server.register_timers([FileTimerRequest(sleeper.pid, "long", now + 600, 9),
+                                FileTimerRequest(sleeper.pid, "short", now + 0.3, 9), *churn])
+        self.assertLess(len(server._heap), 100)  # compacted
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
 
     def test_worker_that_finishes_in_time_is_not_killed(self):
         # The worker lives on after releasing: its exit, which drops its timers too, must not hide a lost release.
@@ -932,6 +959,9 @@ class EscalationTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: "escalate worker process" in self.event_names()))
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process",
                                                         "escalate worker process"])
+        # The worker had its clean-up window: SIGKILL came kill_after (0.3 s) after SIGTERM, not at once.
+        self.assertGreaterEqual(self.event_time("escalate worker process") - self.event_time("kill worker process"),
+                                0.15)
 
     def test_without_kill_after_a_worker_ignoring_sigterm_survives(self):
         self.serve()
@@ -1329,6 +1359,22 @@ class CommandLineTest(FiletimerTestCase):
             with self.subTest(text=text), self.assertRaises(argparse.ArgumentTypeError):
                 filetimer._signal_number(text)
 
+    def test_status_after_a_server_crash_is_not_serving_and_shows_no_timers(self):
+        server = self.start_cli()
+        sleeper = self.spawn_sleeper()
+        acquired = self.run_cli("acquire", "--scope", "train", "--after", "100", "--pid", str(sleeper.pid),
+                                "--path", self.path)
+        self.assertEqual(acquired.returncode, 0, acquired.stderr)
+        self.assertTrue(wait_for(lambda: "1 active timer" in self.run_cli("status", self.path).stdout))
+        server.kill()  # a crash: the FIFO is left behind, and nobody reads it
+        server.wait()
+        self.assertTrue(os.path.exists(self.path))
+        crashed = self.run_cli("status", self.path)
+        self.assertEqual(crashed.returncode, 1, crashed.stdout)
+        self.assertNotIn("train", crashed.stdout)
+        listing = json.loads(self.run_cli("status", "--json", self.path).stdout)
+        self.assertEqual((listing["serving"], listing["timers"]), (False, []))
+
     def test_help_and_version(self):
         self.assertIn("serve", self.run_cli("--help").stdout)
         self.assertIn("--kill-after", self.run_cli("serve", "--help").stdout)
@@ -1379,18 +1425,32 @@ print(hung, flush=True)
 
     def test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly(self):
         # The child's copy of the thread is its main thread, yet its blocks must still find their timers.
+        # The child's exit releases the child's own (unarmed) scope: its parent, still inside, stays guarded.
         server = self.serve()
         worker = self.spawn_worker(
             "import threading\ndef step():\n    with filetimer.expires(after=30):\n        pid = os.fork()\n"
+            "        if pid:\n            print('child exit status', os.waitpid(pid, 0)[1], flush=True)\n"
+            "            sys.stdin.readline()\n"
             "    if pid == 0:\n        print('child left the block', flush=True)\n        os._exit(0)\n"
-            "    print('child exit status', os.waitpid(pid, 0)[1], flush=True)\n"
             "thread = threading.Thread(target=step)\nthread.start()\nthread.join()\n",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = worker.communicate(timeout=SLACK)
-        self.assertEqual((worker.returncode, out.splitlines()), (0, ["child left the block", "child exit status 0"]),
-                         err)
-        self.assertTrue(wait_for(lambda: server.request_count == 3))  # the parent's acquire and release, the child's
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.assertEqual([worker.stdout.readline() for _ in range(2)],
+                         ["child left the block\n", "child exit status 0\n"], self.read_log(worker))
+        self.assertTrue(wait_for(lambda: server.request_count == 2))  # the parent's acquire, the child's release
+        self.assertEqual([t.worker_pid for t in server.timers()], [worker.pid])
+        out, _ = worker.communicate("leave\n", timeout=SLACK)
+        self.assertEqual((worker.returncode, out), (0, ""), self.read_log(worker))
+        self.assertTrue(wait_for(lambda: server.request_count == 3))  # and the parent's release
         self.assertEqual(server.timers(), [])
+
+    def test_a_forked_child_is_killed_for_its_own_hang_not_its_parent(self):
+        self.serve()
+        worker = self.spawn_worker(
+            "filetimer._configured_client.release('before the fork')\npid = os.fork()\nif pid == 0:\n"
+            "    with filetimer.expires(after=0.2):\n        time.sleep(60)\n"
+            "print(os.waitpid(pid, 0)[1] & 0x7f, flush=True)\n", stdout=subprocess.PIPE, text=True)
+        out, _ = worker.communicate(timeout=SLACK)
+        self.assertEqual((worker.returncode, out.strip()), (0, str(signal.SIGKILL)), self.read_log(worker))
 
 
 class ExpiresShapesTest(FiletimerTestCase):
@@ -1412,11 +1472,14 @@ class ExpiresShapesTest(FiletimerTestCase):
                 self.hang_worker(code)
 
     def test_two_tasks_on_one_line_get_two_timers(self):
+        # A sibling task that keeps finishing steps on the same line must not keep the hung task's timer re-armed.
         self.serve()
         self.hang_worker(
             "import asyncio\n@filetimer.expires(after=0.3)\nasync def step(seconds):\n"
             "    await asyncio.sleep(seconds)\n"
-            "async def main():\n    await asyncio.gather(step(60), step(0.01))\n    time.sleep(60)\n"
+            "async def sibling():\n    end = time.monotonic() + 3\n    while time.monotonic() < end:\n"
+            "        await step(0.01)\n    os._exit(0)\n"
+            "async def main():\n    await asyncio.gather(step(60), sibling())\n"
             "asyncio.run(main())\n"
         )
 

@@ -165,6 +165,49 @@ MUTANTS: List[Mutant] = [
         "FileTimerRequest(pid, args.scope, expiration_time, sig)",
         ["ShellTest.test_acquire_binds_the_timer_to_the_process_start_time"],
     ),
+    (
+        "client-pid-once",  # a forked child would send its requests under its parent's pid
+        "if pid != os.getpid():  # first request, or a forked child",
+        "if not pid:",
+        ["ForkSafetyTest.test_a_forked_child_is_killed_for_its_own_hang_not_its_parent",
+         "ForkSafetyTest.test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly"],
+    ),
+    (
+        "compaction-no-heapify",  # the compacted heap would keep insertion order: a short timer behind a long one
+        "heapq.heapify(self._heap)",
+        "pass",
+        ["WatchdogTest.test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted"],
+    ),
+    (
+        "escalation-at-once",  # kill_after would give a signalled worker no clean-up window at all
+        "self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,",
+        "self._scheduled[worker.pid] = (now, _SIGKILL,",
+        ["EscalationTest.test_worker_ignoring_sigterm_is_killed_after_the_grace_period"],
+    ),
+    (
+        "wait-ignores-deadlines",  # the watchdog would sleep until the heartbeat, not until the nearest deadline
+        "deadline = heap[0][0] if heap else math.inf",
+        "deadline = math.inf",
+        ["WatchdogTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
+    ),
+    (
+        "wait-ignores-scheduled",  # the kill after a stack dump (or an escalation) would wait for the heartbeat
+        "deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))",
+        "pass",
+        ["WatchdogTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
+    ),
+    (
+        "task-scope-per-loop",  # every task on an event loop would share one default scope
+        "id(asyncio.current_task())",
+        "id(asyncio._get_running_loop())",
+        ["ExpiresShapesTest.test_two_tasks_on_one_line_get_two_timers"],
+    ),
+    (
+        "status-fifo-exists",  # status would call a crashed server's left-behind FIFO "serving"
+        "serving = _fifo_has_reader(path)",
+        "serving = os.path.exists(path)",
+        ["CommandLineTest.test_status_after_a_server_crash_is_not_serving_and_shows_no_timers"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
