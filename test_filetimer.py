@@ -963,6 +963,34 @@ class EscalationTest(FiletimerTestCase):
         self.assertGreaterEqual(self.event_time("escalate worker process") - self.event_time("kill worker process"),
                                 0.15)
 
+    @unittest.skipUnless(filetimer._HAVE_PIDFD, "stages the reused pid with a pidfd")
+    def test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid(self):
+        # The worker exits on its SIGTERM, inside the kill_after window, and a new process with its pid arms a timer.
+        # Staged without root: the server's identity source binds the first process it sees for the pid of `heir`
+        # to `worker` (its pidfd), so heir's pid is the one that exits and is then taken by a new process.
+        server = self.serve(kill_after=0.6)
+        worker, heir = self.spawn_sleeper(), self.spawn_sleeper()
+        real_attach = filetimer._Worker.attach
+        bound = []
+
+        def attach(pid, start_time):
+            if pid != heir.pid or bound:
+                return real_attach(pid, start_time)
+            bound.append(real_attach(worker.pid, None))
+            bound[0].pid = heir.pid
+            return bound[0]
+
+        with mock.patch.object(filetimer._Worker, "attach", attach):
+            server.register_timers([FileTimerRequest(heir.pid, "step", time.time() + 0.1, signal.SIGTERM)])
+            self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
+            self.assertTrue(wait_for(lambda: not server.timers() and not server._workers))  # forgotten on its exit
+            escalation = self.event_time("kill worker process") + 0.6
+            server.register_timers([FileTimerRequest(heir.pid, "new process", time.time() + 600, signal.SIGKILL)])
+            self.assertEqual([t.scope_id for t in server.timers()], ["new process"])
+        with self.assertRaises(subprocess.TimeoutExpired):  # past the escalation the exited worker had
+            heir.wait(max(0.0, escalation - time.monotonic()) + 0.5)
+        self.assertNotIn("escalate worker process", self.event_names())
+
     def test_without_kill_after_a_worker_ignoring_sigterm_survives(self):
         self.serve()
         worker = self.spawn_worker(self.IGNORE_TERM)
@@ -1668,6 +1696,13 @@ the_hung_step()
                 self.assertNotIn("dump worker stacks", self.event_names())
 
 
+def state(pid):
+    """The state letter of a process in /proc (S sleeping, T stopped, Z zombie, ...)."""
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        data = f.read()
+    return data[data.rindex(b")") + 2 :][:1].decode()
+
+
 def alive(pid, start_time):
     """Whether the process that had this start time still runs (a zombie does not)."""
     try:
@@ -1811,27 +1846,42 @@ class ProcessTreeTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
 
     def test_the_server_and_its_ancestors_are_never_part_of_a_tree(self):
-        # The worker is this test's parent, so this process (the server's) is in its tree. Every signal is a
-        # recorder: nothing is really stopped or killed.
+        # The worker is the grandparent of a server process: the server's parent and the server are in the worker's
+        # tree, and the kill takes the worker alone. The server shares the worker's stdin and stdout.
+        run = "import subprocess, sys, time\nsubprocess.Popen(sys.argv[1:])\ntime.sleep(60)\n"
+        wait = "import subprocess, sys\nsys.exit(subprocess.call(sys.argv[1:]))\n"
+        worker = self.spawn([*PYTHON, "-c", run, *PYTHON, "-c", wait, *PYTHON, "-c", SERVER, self.path, "{}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.addCleanup(kill_group, worker.pid)  # the server and its parent outlive the worker
+        self.assertEqual(worker.stdout.readline().strip(), "ready")
+        parent, = filetimer._children(worker.pid)
+        server, = filetimer._children(parent)
+        starts = {pid: filetimer._process_start_time(pid) for pid in (parent, server)}
+        with FileTimerClient(self.path) as client:
+            client._send_request(FileTimerRequest(worker.pid, "hang", time.time() + 0.2, signal.SIGKILL))
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        worker.stdin.write("count\n")
+        worker.stdin.flush()
+        self.assertEqual(json.loads(worker.stdout.readline()), [1, 0, 0])  # the server serves on
+        for pid, start in starts.items():  # neither stopped nor killed
+            self.assertTrue(alive(pid, start), pid)
+            self.assertNotIn(state(pid), ("T", "t"))
+
+    def test_a_pid_reused_during_the_walk_is_left_alone(self):
+        # /proc listed a child of the worker, but by the time the walk binds to it the pid belongs to a process with
+        # another parent: here a sleeper of this test's, listed by a mocked _children.
         server = self.serve()
-        signals, attached = [], []
-        real_attach = filetimer._Worker.attach
-
-        def attach(pid, start_time):
-            attached.append(pid)
-            return real_attach(pid, start_time)
-
-        worker = filetimer._Worker.attach(os.getppid(), None)
-        self.addCleanup(worker.close)
-        with mock.patch("os.kill", lambda pid, sig: signals.append((pid, sig))), \
-                mock.patch.object(filetimer.signal, "pidfd_send_signal", lambda fd, sig: signals.append((fd, sig)),
-                                  create=True), \
-                mock.patch.object(filetimer._Worker, "attach", attach):
-            server._kill_process_tree(worker)
-        self.assertIn(os.getpid(), filetimer._children(os.getppid()))
-        self.assertNotIn(os.getpid(), attached)
-        self.assertEqual(signals[0], (worker.pidfd or worker.pid, signal.SIGSTOP))
-        self.assertIn((worker.pidfd or worker.pid, signal.SIGKILL), signals)
+        worker, other = self.spawn_sleeper(), self.spawn_sleeper()
+        real_children = filetimer._children
+        handle = filetimer._Worker.attach(worker.pid, None)
+        self.addCleanup(handle.close)
+        with mock.patch.object(filetimer, "_children",
+                               lambda pid: real_children(pid) + ([other.pid] if pid == worker.pid else [])):
+            self.assertEqual(server._kill_process_tree(handle), 0)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertNotIn(state(other.pid), ("T", "t"))  # not even stopped
+        with self.assertRaises(subprocess.TimeoutExpired):  # nor killed
+            other.wait(0.2)
 
     def test_a_hung_shell_script_leaves_no_orphan(self):
         self.serve()

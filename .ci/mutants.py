@@ -208,6 +208,24 @@ MUTANTS: List[Mutant] = [
         "serving = os.path.exists(path)",
         ["CommandLineTest.test_status_after_a_server_crash_is_not_serving_and_shows_no_timers"],
     ),
+    (
+        "tree-spares-server-only",  # the walk would stop and kill the server's parent (the worker's child)
+        "spared = _ancestors()",
+        "spared = {os.getpid()}",
+        ["ProcessTreeTest.test_the_server_and_its_ancestors_are_never_part_of_a_tree"],
+    ),
+    (
+        "tree-no-parent-check",  # the walk would take a pid reused by a process that is not the listed child
+        "if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile",
+        "if False:",
+        ["ProcessTreeTest.test_a_pid_reused_during_the_walk_is_left_alone"],
+    ),
+    (
+        "forget-keeps-scheduled",  # an exited worker's pending escalation would SIGKILL the next owner of its pid
+        "self._scheduled.pop(worker.pid, None)",
+        "pass",
+        ["EscalationTest.test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
