@@ -8,8 +8,10 @@ import _thread
 import argparse
 import atexit
 import contextlib
+import errno
 import faulthandler
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -790,6 +792,42 @@ class PidReuseTest(FiletimerTestCase):
 
     def test_reused_pid_is_never_signalled_with_start_time(self):
         self.run_in_pid_namespace("start-time")
+
+
+class PidReuseWithoutRootTest(FiletimerTestCase):
+    """PidReuseTest's guarantees where no pid can be chosen: the identity source says the pid was reused."""
+
+    def test_a_request_naming_an_earlier_process_of_the_pid_is_refused(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        earlier = filetimer._process_start_time(sleeper.pid) - 1  # the start time of the pid's previous owner
+        with FileTimerClient(self.path) as client:
+            client._send_request(FileTimerRequest(sleeper.pid, "stale", time.time() + 0.1, 9, start_time=earlier))
+        self.assertTrue(wait_for(lambda: server.request_count == 1))
+        self.assertEqual(server.timers(), [])
+        with self.assertRaises(subprocess.TimeoutExpired):  # past the deadline
+            sleeper.wait(0.3)
+
+    def test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time(self):
+        # No pidfd: the start time is the identity; after the timer is armed it says the pid has a new owner.
+        sleeper = self.spawn_sleeper()
+        real_start_time = filetimer._process_start_time
+        reused = []
+
+        def start_time(pid):
+            value = real_start_time(pid)
+            return value + 1 if reused and pid == sleeper.pid and value is not None else value
+
+        with mock.patch.object(filetimer, "_HAVE_PIDFD", False), \
+                mock.patch.object(filetimer, "_process_start_time", start_time):
+            server = self.serve()
+            server.register_timers([FileTimerRequest(sleeper.pid, "s", time.time() + 0.2, signal.SIGKILL)])
+            self.assertEqual(len(server.timers()), 1)
+            reused.append(True)
+            self.assertTrue(wait_for(lambda: "timer expired" in self.event_names()))
+            with self.assertRaises(subprocess.TimeoutExpired):
+                sleeper.wait(0.2)
+        self.assertNotIn("kill worker process", self.event_names())
 
 
 class FifoPathTest(FiletimerTestCase):
@@ -1993,6 +2031,61 @@ class SharedMachineTest(FiletimerTestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn(theirs, result.stderr)
         self.assertNotIn("Traceback", result.stderr)
+
+    # The same guarantees without root: the identity source (fstat, stat, lstat) reports another user as the owner.
+
+    @staticmethod
+    def owned_by_nobody(name, paths=()):
+        """A patch of os.<name> that reports NOBODY as the owner of these paths (of every FIFO, for fstat)."""
+        real = getattr(os, name)
+
+        def reporting(target, *args, **kwargs):
+            st = real(target, *args, **kwargs)
+            if (name == "fstat" and filetimer.stat.S_ISFIFO(st.st_mode)) or (name != "fstat" and target in paths):
+                return os.stat_result((*st[:4], NOBODY, *st[5:10]))
+            return st
+
+        return mock.patch.object(os, name, reporting)
+
+    def test_the_client_refuses_a_fifo_of_another_user_without_root(self):
+        server = self.serve()
+        for keep_open in (False, True):
+            with self.subTest(keep_open=keep_open), FileTimerClient(self.path, keep_open=keep_open) as client:
+                with self.owned_by_nobody("fstat"), self.assertRaises(PermissionError) as caught:
+                    client.acquire("s", time.time() + 60)
+                self.assertIn(self.path, str(caught.exception))
+        time.sleep(0.2)
+        self.assertEqual((server.request_count, server.rejected_count), (0, 0))
+
+    def test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root(self):
+        os.mkfifo(self.path, 0o600)
+        environment = {"XDG_RUNTIME_DIR": "", "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}
+        private = os.path.join(self.dir, "filetimer-%d" % os.geteuid())
+        os.mkdir(private, 0o700)
+        for theirs, path in ((self.path, self.path), (self.dir, self.path), (private, None)):
+            with self.subTest(theirs=theirs), mock.patch.dict(os.environ, environment), \
+                    mock.patch.object(tempfile, "tempdir", self.dir):
+                with self.owned_by_nobody("lstat", (theirs,)), self.owned_by_nobody("stat", (theirs,)), \
+                        self.assertRaises(PermissionError) as caught:
+                    self.addCleanup(FileTimerServer(path).stop)
+                self.assertIn(theirs, str(caught.exception))
+        self.assertEqual(os.listdir(private), [])
+        self.assertTrue(filetimer.stat.S_ISFIFO(os.lstat(self.path).st_mode))  # left alone
+
+    def test_an_unwritable_fifo_is_exit_2_not_no_server_without_root(self):
+        self.serve()
+        real_open = os.open
+
+        def refusing(path, flags, *args, **kwargs):
+            if path == self.path and flags & os.O_WRONLY:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return real_open(path, flags, *args, **kwargs)
+
+        err = io.StringIO()
+        with mock.patch.object(os, "open", refusing), contextlib.redirect_stderr(err):
+            status = filetimer.main(["release", "--scope", "s", "--pid", str(os.getpid()), "--path", self.path])
+        self.assertEqual(status, 2, err.getvalue())
+        self.assertIn(self.path, err.getvalue())
 
     def test_the_default_path_is_in_a_private_directory(self):
         environment = {"XDG_RUNTIME_DIR": "", "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}

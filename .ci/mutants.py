@@ -50,7 +50,8 @@ MUTANTS: List[Mutant] = [
         "and claimed_start_time != worker.start_time",
         "and False",
         ["PidReuseTest.test_reused_pid_is_never_signalled_with_pidfd",
-         "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time"],
+         "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time",
+         "PidReuseWithoutRootTest.test_a_request_naming_an_earlier_process_of_the_pid_is_refused"],  # no root needed
     ),
     (
         "fifo-non-fifo-removed",  # _create_fifo would remove a file, directory or symlink instead of refusing
@@ -96,7 +97,8 @@ MUTANTS: List[Mutant] = [
         "client-owner-check",  # FileTimerClient would write into a FIFO of another user
         '_check_owner(self._file_path, st, "the FIFO")',
         "pass",
-        ["SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_before_writing"],
+        ["SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_before_writing",
+         "SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_without_root"],
     ),
     (
         "tree-spares-nothing",  # a SIGKILL tree walk would take the server's own process and its ancestors
@@ -225,6 +227,33 @@ MUTANTS: List[Mutant] = [
         "self._scheduled.pop(worker.pid, None)",
         "pass",
         ["EscalationTest.test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid"],
+    ),
+    (
+        "send-signal-identity",  # without a pidfd, a worker whose pid has a new owner would be signalled
+        "elif self.is_alive():",
+        "elif True:",
+        ["PidReuseWithoutRootTest.test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time"],
+    ),
+    (
+        "server-fifo-owner-check",  # the server would replace a stale FIFO of another user
+        '_check_owner(path, st, "the FIFO")',
+        "pass",
+        ["SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user",
+         "SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root"],
+    ),
+    (
+        "server-directory-owner-check",  # the server would make its FIFO in a directory another user controls
+        '_check_owner(directory, st, "the directory")',
+        "pass",
+        ["SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user",
+         "SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root"],
+    ),
+    (
+        "open-errors-are-no-server",  # a FIFO the client may not write would read as "no server" (exit 3)
+        "if e.errno not in (errno.ENXIO, errno.ENOENT):\n                raise",
+        "if False:\n                raise",
+        ["SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server",
+         "SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server_without_root"],
     ),
 ]
 
