@@ -160,7 +160,7 @@ class FiletimerTestCase(TimeLimitedTestCase):
         kwargs.setdefault("stdout", subprocess.DEVNULL)  # a leaked child must not hold the runner's stdout
         log = None
         if "stderr" not in kwargs:
-            log = kwargs["stderr"] = tempfile.TemporaryFile()
+            log = kwargs["stderr"] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by a cleanup)
             self.addCleanup(log.close)
         child = subprocess.Popen(args, env=kwargs.pop("env", ENV), **kwargs)
         child.log = log
@@ -568,9 +568,10 @@ class ClientTest(FiletimerTestCase):
 
     def test_expires_with_no_server_raises_broken_pipe_and_runs_nothing_unguarded(self):
         ran = []
-        with mock.patch.object(filetimer.time, "sleep"), FileTimerClient(self.path) as client:  # retries not slept
-            with self.assertRaises(BrokenPipeError), filetimer.expires(after=30, client=client):
-                ran.append("the guarded block")
+        # The client's retries are not slept.
+        with mock.patch.object(filetimer.time, "sleep"), FileTimerClient(self.path) as client, \
+                self.assertRaises(BrokenPipeError), filetimer.expires(after=30, client=client):
+            ran.append("the guarded block")
         self.assertEqual(ran, [])
         self.assertEqual([scope for scope in filetimer._nesting.innermost if scope.startswith(__file__)], [])
 
