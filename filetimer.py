@@ -2057,7 +2057,8 @@ def _octal_mode(text: str) -> int:
 def _signal_number(text: str) -> int:
     """TERM, SIGTERM, term and 15 all name SIGTERM; 0 means "report only"."""
     name = text.upper()
-    number = int(name) if name.isdigit() else getattr(signal, name if name.startswith("SIG") else "SIG" + name, -1)
+    name = name if name.isdigit() or name.startswith("SIG") else "SIG" + name  # RTMIN is SIGRTMIN, refused below
+    number = int(name) if name.isdigit() else getattr(signal, name, -1)
     if not (isinstance(number, int) and 0 <= number < _NSIG) or name.startswith(("SIG_", "SIGRT")):
         raise argparse.ArgumentTypeError("unknown signal %r" % text)
     return number

@@ -5,10 +5,13 @@ generous and timing figures live in benchmarks/.
 """
 
 import _thread
+import argparse
 import atexit
 import contextlib
+import errno
 import faulthandler
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -86,6 +89,12 @@ def kill_group(pgid):
             os.killpg(pgid, signal.SIGKILL)
 
 
+class TimeLimitExceeded(BaseException):
+    """Raised in a test that runs too long: not an Exception (TimeoutError is an OSError), so that code under test
+    that catches OSError or Exception cannot swallow it; unittest still reports it as an error and runs the
+    cleanups."""
+
+
 class TimeLimitedTestCase(unittest.TestCase):
     """A test that runs longer than TIME_LIMIT fails instead of hanging the run.
 
@@ -100,7 +109,7 @@ class TimeLimitedTestCase(unittest.TestCase):
 
         def expire(signum, frame):
             if armed[0]:
-                raise TimeoutError("test took longer than %d s" % TIME_LIMIT)
+                raise TimeLimitExceeded("test took longer than %g s" % TIME_LIMIT)
 
         def disarm():
             armed[0] = False
@@ -123,9 +132,15 @@ class FiletimerTestCase(TimeLimitedTestCase):
         self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.path = os.path.join(self.dir, "timer.fifo")
         self.events = []
+        self.event_times = []  # time.monotonic() of each event
 
     def record(self, name, request):
         self.events.append((name, request))
+        self.event_times.append(time.monotonic())
+
+    def event_time(self, name):
+        """When the first event of that name was reported."""
+        return self.event_times[self.event_names().index(name)]
 
     def event_names(self, pid=None):
         return [name for name, request in self.events if pid is None or (request and request.worker_pid == pid)]
@@ -140,10 +155,23 @@ class FiletimerTestCase(TimeLimitedTestCase):
         return server
 
     def spawn(self, args, **kwargs):
+        """Start a child; unless told otherwise its stdout is discarded and its stderr (stack dumps, a child
+        server's log) goes to the temporary file child.log, not into the test output."""
         kwargs.setdefault("stdout", subprocess.DEVNULL)  # a leaked child must not hold the runner's stdout
+        log = None
+        if "stderr" not in kwargs:
+            log = kwargs["stderr"] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by a cleanup)
+            self.addCleanup(log.close)
         child = subprocess.Popen(args, env=kwargs.pop("env", ENV), **kwargs)
+        child.log = log
         self.addCleanup(self._reap, child)
         return child
+
+    @staticmethod
+    def read_log(child):
+        """What the child has written to its stderr so far (see spawn)."""
+        child.log.seek(0)
+        return child.log.read().decode(errors="replace")
 
     def spawn_worker(self, code, path=None, **kwargs):
         return self.spawn([*PYTHON, "-c", WORKER + code, path or self.path], **kwargs)
@@ -181,6 +209,33 @@ class FiletimerTestCase(TimeLimitedTestCase):
                 stream.close()
 
 
+class TimeLimitTest(unittest.TestCase):
+    """The time limit itself: code under test cannot swallow it, and the cleanups still run."""
+
+    def test_a_test_that_swallows_every_exception_still_ends_at_the_limit_and_is_cleaned_up(self):
+        happened = []
+
+        class Swallowing(TimeLimitedTestCase):
+            def runTest(self):
+                self.addCleanup(happened.append, "cleaned up")
+                deadline = time.monotonic() + SLACK
+                while time.monotonic() < deadline:  # as code that retries on any error would
+                    try:
+                        time.sleep(0.01)
+                    except Exception:
+                        happened.append("swallowed")
+                happened.append("ran to the end")
+
+        previous = signal.getsignal(signal.SIGALRM)
+        result = unittest.TestResult()
+        with mock.patch.object(sys.modules[__name__], "TIME_LIMIT", 0.2):
+            Swallowing().run(result)
+        self.assertEqual(happened, ["cleaned up"])
+        self.assertEqual(len(result.errors), 1, result.errors)
+        self.assertIn("TimeLimitExceeded", result.errors[0][1])
+        self.assertEqual((signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)), (previous, (0, 0)))
+
+
 class RequestTest(TimeLimitedTestCase):
     def test_json_round_trip_and_value_equality(self):
         request = FileTimerRequest(1234, "train.py#42", 1795000000.5, 9)
@@ -205,6 +260,22 @@ class RequestTest(TimeLimitedTestCase):
         for line in ["", "[]", "{", '{"pid": 5}', b"\xff\xfe", "{" * 3000 + "}" * 3000, "[" * 2000 + "]" * 2000]:
             with self.subTest(line=line[:20]):
                 self.assertRaises(ValueError, FileTimerRequest.from_json, line)
+
+    def test_a_line_is_at_most_pipe_buf_bytes_with_its_newline(self):
+        # Only a write of at most PIPE_BUF bytes is atomic; the client sends lines up to that, newline included.
+        def padded(total):  # a valid line of `total` bytes with its newline
+            length = len(FileTimerRequest(1234, "", 1795000000.5, 9).to_json()) + 1
+            return FileTimerRequest(1234, "x" * (total - length), 1795000000.5, 9).to_json()
+
+        longest = padded(filetimer.PIPE_BUF)
+        self.assertEqual(len(longest + "\n"), filetimer.PIPE_BUF)
+        for text in (longest, longest + "\n", longest.encode() + b"\n"):
+            self.assertEqual(FileTimerRequest.from_json(text).worker_pid, 1234)
+        too_long = padded(filetimer.PIPE_BUF + 1)
+        for text in (too_long, too_long + "\n", too_long.encode(), too_long.encode() + b"\n"):
+            with self.subTest(text=text[-10:]), self.assertRaises(ValueError) as caught:
+                FileTimerRequest.from_json(text)
+            self.assertIn("PIPE_BUF", str(caught.exception))
 
     def test_to_json_refuses_a_non_finite_time(self):
         self.assertRaises(ValueError, FileTimerRequest(5, "s", float("nan")).to_json)
@@ -243,10 +314,32 @@ class WatchdogTest(FiletimerTestCase):
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process"])
+        self.assertIn("most recent call first", self.read_log(worker))  # the dump, on the worker's stderr
         self.assertEqual(server.timers(), [])
         server.stop()
         self.assertEqual(self.event_names()[0], "watchdog started")
         self.assertEqual(self.event_names()[-1], "watchdog stopped")
+
+    def test_a_hung_worker_is_killed_within_a_second_of_its_deadline(self):
+        # At max_interval 10 neither the deadline nor the kill after the stack dump may wait for the heartbeat.
+        self.serve(max_interval=10, dump_grace=filetimer._DUMP_GRACE)
+        worker = self.spawn_worker("with filetimer.expires(after=0.3) as timer:\n    print(repr(timer.deadline), "
+                                   "flush=True)\n    time.sleep(60)\n", stdout=subprocess.PIPE, text=True)
+        deadline = float(worker.stdout.readline())
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertLessEqual(time.time() - deadline, 1.0)
+        self.assertIn("dump worker stacks", self.event_names(worker.pid))
+
+    def test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted(self):
+        # 1,100 acquire/release pairs leave the heap mostly stale entries, and it is rebuilt from the live timers.
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        now = time.time()
+        churn = [FileTimerRequest(sleeper.pid, "churn", now + 600 if i % 2 == 0 else -1, 9) for i in range(2200)]
+        server.register_timers([FileTimerRequest(sleeper.pid, "long", now + 600, 9),
+                                FileTimerRequest(sleeper.pid, "short", now + 0.3, 9), *churn])
+        self.assertLess(len(server._heap), 100)  # compacted
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
 
     def test_worker_that_finishes_in_time_is_not_killed(self):
         # The worker lives on after releasing: its exit, which drops its timers too, must not hide a lost release.
@@ -283,7 +376,8 @@ class WatchdogTest(FiletimerTestCase):
             "            f(n - 1)\nf(1)\n"
         )
         self.assertEqual(worker.wait(SLACK), 0)
-        self.assertEqual(server.request_count, 4)  # acquire, re-arm on entry, re-arm on the inner exit, release
+        # acquire, re-arm on entry, re-arm on the inner exit, release (the last may still be in the pipe)
+        self.assertTrue(wait_for(lambda: server.request_count == 4), server.request_count)
 
     def test_re_acquiring_an_active_scope_replaces_its_deadline(self):
         server = self.serve()
@@ -475,6 +569,15 @@ class ClientTest(FiletimerTestCase):
         with mock.patch.object(filetimer, "_configured_client", None), self.assertRaises(RuntimeError), guard:
             pass
 
+    def test_expires_with_no_server_raises_broken_pipe_and_runs_nothing_unguarded(self):
+        ran = []
+        # The client's retries are not slept.
+        with mock.patch.object(filetimer.time, "sleep"), FileTimerClient(self.path) as client, \
+                self.assertRaises(BrokenPipeError), filetimer.expires(after=30, client=client):
+            ran.append("the guarded block")
+        self.assertEqual(ran, [])
+        self.assertEqual([scope for scope in filetimer._nesting.innermost if scope.startswith(__file__)], [])
+
     def test_default_scope_is_the_callers_file_and_line(self):
         guard = filetimer.expires(after=1)
         line = sys._getframe().f_lineno - 1
@@ -521,6 +624,8 @@ class BadInputTest(FiletimerTestCase):
         line(4242, "bool signal", 1, True),
         line(4242, "version 2", 1, version=2),
         line(4242, "bad start", 1, start_time="x"),
+        line(4242, "bad dump signal", 1, dump_signal="x"),
+        line(4242, "dump signal 65", 1, dump_signal=65),
         b'{"version": 1, "pid": 4242, "scope_id": "\xff\xfe", "expiration_time": 1, "signal": 9}',
         b"[" * 2000 + b"]" * 2000,
         b'{"version": 1, "pid": 4242, "scope_id": "' + b"x" * 5000 + b'", "expiration_time": 1, "signal": 9}',
@@ -554,6 +659,19 @@ class BadInputTest(FiletimerTestCase):
             self.assertTrue(wait_for(lambda i=i: server.request_count == i + 1))
         self.assertEqual(sorted(t.scope_id for t in server.timers()), ["next %d" % i for i in range(4)])
         self.assertEqual(server.rejected_count, 4)
+
+    def test_a_bad_dump_signal_is_rejected_and_a_worker_expiring_in_the_same_pass_is_still_killed(self):
+        # Were "dump_signal": "x" accepted, asking its worker for a dump would raise in the middle of the reap pass,
+        # after the pass had taken both expired timers off the heap: the valid worker's kill would go with it.
+        server = self.serve(dump_grace=filetimer._DUMP_GRACE)
+        bad, hung = self.spawn_sleeper(), self.spawn_sleeper()
+        past = time.time() - 1
+        with self.assertLogs("filetimer", "WARNING"):
+            write_raw(self.path, line(bad.pid, "s", past, dump_signal="x") + line(hung.pid, "s", past))
+            self.assertTrue(wait_for(lambda: server.request_count + server.rejected_count == 2))
+            self.assertEqual(server.rejected_count, 1)
+            self.assertEqual(hung.wait(SLACK), -signal.SIGKILL)
+        self.assertIsNone(bad.poll())
 
     def test_line_longer_than_a_read_is_rejected_once(self):
         server = self.serve()
@@ -692,6 +810,42 @@ class PidReuseTest(FiletimerTestCase):
         self.run_in_pid_namespace("start-time")
 
 
+class PidReuseWithoutRootTest(FiletimerTestCase):
+    """PidReuseTest's guarantees where no pid can be chosen: the identity source says the pid was reused."""
+
+    def test_a_request_naming_an_earlier_process_of_the_pid_is_refused(self):
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        earlier = filetimer._process_start_time(sleeper.pid) - 1  # the start time of the pid's previous owner
+        with FileTimerClient(self.path) as client:
+            client._send_request(FileTimerRequest(sleeper.pid, "stale", time.time() + 0.1, 9, start_time=earlier))
+        self.assertTrue(wait_for(lambda: server.request_count == 1))
+        self.assertEqual(server.timers(), [])
+        with self.assertRaises(subprocess.TimeoutExpired):  # past the deadline
+            sleeper.wait(0.3)
+
+    def test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time(self):
+        # No pidfd: the start time is the identity; after the timer is armed it says the pid has a new owner.
+        sleeper = self.spawn_sleeper()
+        real_start_time = filetimer._process_start_time
+        reused = []
+
+        def start_time(pid):
+            value = real_start_time(pid)
+            return value + 1 if reused and pid == sleeper.pid and value is not None else value
+
+        with mock.patch.object(filetimer, "_HAVE_PIDFD", False), \
+                mock.patch.object(filetimer, "_process_start_time", start_time):
+            server = self.serve()
+            server.register_timers([FileTimerRequest(sleeper.pid, "s", time.time() + 0.2, signal.SIGKILL)])
+            self.assertEqual(len(server.timers()), 1)
+            reused.append(True)
+            self.assertTrue(wait_for(lambda: "timer expired" in self.event_names()))
+            with self.assertRaises(subprocess.TimeoutExpired):
+                sleeper.wait(0.2)
+        self.assertNotIn("kill worker process", self.event_names())
+
+
 class FifoPathTest(FiletimerTestCase):
     """Safety rule: the server never removes or follows what is not its own stale FIFO."""
 
@@ -755,6 +909,23 @@ class FifoPathTest(FiletimerTestCase):
                     self.assertEqual(stat_mode(self.path), mode)
                 finally:
                     server.stop()
+
+    def test_the_fifo_is_made_with_its_mode_not_fixed_later(self):
+        # Under umask 0 a FIFO made with the default mode 0666 could be opened by anyone before a chmod.
+        modes = []
+        real_mkfifo = os.mkfifo
+
+        def mkfifo(path, mode=0o666, *args, **kwargs):
+            real_mkfifo(path, mode, *args, **kwargs)
+            modes.append(stat_mode(path))
+
+        old = os.umask(0)
+        try:
+            with mock.patch.object(os, "mkfifo", mkfifo):
+                self.addCleanup(FileTimerServer(self.path, mode=0o620).stop)
+        finally:
+            os.umask(old)
+        self.assertEqual(modes, [0o620])
 
     def test_stop_removes_only_its_own_fifo(self):
         old = FileTimerServer(self.path)
@@ -842,6 +1013,37 @@ class EscalationTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: "escalate worker process" in self.event_names()))
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process",
                                                         "escalate worker process"])
+        # The worker had its clean-up window: SIGKILL came kill_after (0.3 s) after SIGTERM, not at once.
+        self.assertGreaterEqual(self.event_time("escalate worker process") - self.event_time("kill worker process"),
+                                0.15)
+
+    @unittest.skipUnless(filetimer._HAVE_PIDFD, "stages the reused pid with a pidfd")
+    def test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid(self):
+        # The worker exits on its SIGTERM, inside the kill_after window, and a new process with its pid arms a timer.
+        # Staged without root: the server's identity source binds the first process it sees for the pid of `heir`
+        # to `worker` (its pidfd), so heir's pid is the one that exits and is then taken by a new process.
+        server = self.serve(kill_after=0.4)
+        worker, heir = self.spawn_sleeper(), self.spawn_sleeper()
+        real_attach = filetimer._Worker.attach
+        bound = []
+
+        def attach(pid, start_time):
+            if pid != heir.pid or bound:
+                return real_attach(pid, start_time)
+            bound.append(real_attach(worker.pid, None))
+            bound[0].pid = heir.pid
+            return bound[0]
+
+        with mock.patch.object(filetimer._Worker, "attach", attach):
+            server.register_timers([FileTimerRequest(heir.pid, "step", time.time() + 0.1, signal.SIGTERM)])
+            self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
+            self.assertTrue(wait_for(lambda: not server.timers() and not server._workers))  # forgotten on its exit
+            escalation = self.event_time("kill worker process") + 0.4
+            server.register_timers([FileTimerRequest(heir.pid, "new process", time.time() + 600, signal.SIGKILL)])
+            self.assertEqual([t.scope_id for t in server.timers()], ["new process"])
+        with self.assertRaises(subprocess.TimeoutExpired):  # past the escalation the exited worker had
+            heir.wait(max(0.0, escalation - time.monotonic()) + 0.3)
+        self.assertNotIn("escalate worker process", self.event_names())
 
     def test_without_kill_after_a_worker_ignoring_sigterm_survives(self):
         self.serve()
@@ -972,6 +1174,25 @@ class ShellTest(FiletimerTestCase):
                 self.assertEqual(result.returncode, 0, result.stderr)
         self.assertTrue(wait_for(lambda: len(server.timers()) == 4))
         self.assertEqual({(t.worker_pid, t.signal) for t in server.timers()}, {(sleeper.pid, signal.SIGTERM)})
+
+    def test_acquire_binds_the_timer_to_the_process_start_time(self):
+        # So that a pid another process holds by the time the server reads the request is never armed: here the
+        # server's identity source says the second sleeper's pid now belongs to a later process.
+        server = self.serve()
+        sleeper, reused = self.spawn_sleeper(), self.spawn_sleeper()
+        real_start_time = filetimer._process_start_time
+
+        def start_time(pid):
+            value = real_start_time(pid)
+            return value + 1 if pid == reused.pid and value is not None else value
+
+        with mock.patch.object(filetimer, "_process_start_time", start_time):
+            for pid in (sleeper.pid, reused.pid):
+                result = cli("acquire", "--scope", "s", "--after", "60", "--pid", str(pid), "--path", self.path)
+                self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertTrue(wait_for(lambda: server.request_count == 2))
+        self.assertEqual([(t.worker_pid, t.start_time) for t in server.timers()],
+                         [(sleeper.pid, real_start_time(sleeper.pid))])
 
     def test_bad_acquire_and_release_exit_with_one_line(self):
         self.serve()
@@ -1463,6 +1684,34 @@ class CommandLineTest(FiletimerTestCase):
         with open(regular) as f:
             self.assertEqual(f.read(), "keep me")
 
+    def test_signal_option_takes_signals_only(self):
+        # A name that is a handler, a mask operation or a real-time signal would silently mean "report only" or
+        # some other number: refused, however it is spelled.
+        for text, number in (("TERM", signal.SIGTERM), ("SIGTERM", signal.SIGTERM), ("sigkill", signal.SIGKILL),
+                             ("usr1", signal.SIGUSR1), ("15", 15), ("0", 0)):
+            with self.subTest(text=text):
+                self.assertEqual(filetimer._signal_number(text), number)
+        for text in ("SIG_DFL", "sig_ign", "_DFL", "SIG_BLOCK", "SIG_SETMASK", "SIGRTMIN", "sigrtmax", "RTMIN",
+                     "NSIG", "65", "-1", "NOPE", ""):
+            with self.subTest(text=text), self.assertRaises(argparse.ArgumentTypeError):
+                filetimer._signal_number(text)
+
+    def test_status_after_a_server_crash_is_not_serving_and_shows_no_timers(self):
+        server = self.start_cli()
+        sleeper = self.spawn_sleeper()
+        acquired = self.run_cli("acquire", "--scope", "train", "--after", "100", "--pid", str(sleeper.pid),
+                                "--path", self.path)
+        self.assertEqual(acquired.returncode, 0, acquired.stderr)
+        self.assertTrue(wait_for(lambda: "1 active timer" in self.run_cli("status", self.path).stdout))
+        server.kill()  # a crash: the FIFO is left behind, and nobody reads it
+        server.wait()
+        self.assertTrue(os.path.exists(self.path))
+        crashed = self.run_cli("status", self.path)
+        self.assertEqual(crashed.returncode, 1, crashed.stdout)
+        self.assertNotIn("train", crashed.stdout)
+        listing = json.loads(self.run_cli("status", "--json", self.path).stdout)
+        self.assertEqual((listing["serving"], listing["timers"]), (False, []))
+
     def test_help_and_version(self):
         self.assertIn("serve", self.run_cli("--help").stdout)
         self.assertIn("--kill-after", self.run_cli("serve", "--help").stdout)
@@ -1513,18 +1762,32 @@ print(hung, flush=True)
 
     def test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly(self):
         # The child's copy of the thread is its main thread, yet its blocks must still find their timers.
+        # The child's exit releases the child's own (unarmed) scope: its parent, still inside, stays guarded.
         server = self.serve()
         worker = self.spawn_worker(
             "import threading\ndef step():\n    with filetimer.expires(after=30):\n        pid = os.fork()\n"
+            "        if pid:\n            print('child exit status', os.waitpid(pid, 0)[1], flush=True)\n"
+            "            sys.stdin.readline()\n"
             "    if pid == 0:\n        print('child left the block', flush=True)\n        os._exit(0)\n"
-            "    print('child exit status', os.waitpid(pid, 0)[1], flush=True)\n"
             "thread = threading.Thread(target=step)\nthread.start()\nthread.join()\n",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = worker.communicate(timeout=SLACK)
-        self.assertEqual((worker.returncode, out.splitlines()), (0, ["child left the block", "child exit status 0"]),
-                         err)
-        self.assertTrue(wait_for(lambda: server.request_count == 3))  # the parent's acquire and release, the child's
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.assertEqual([worker.stdout.readline() for _ in range(2)],
+                         ["child left the block\n", "child exit status 0\n"], self.read_log(worker))
+        self.assertTrue(wait_for(lambda: server.request_count == 2))  # the parent's acquire, the child's release
+        self.assertEqual([t.worker_pid for t in server.timers()], [worker.pid])
+        out, _ = worker.communicate("leave\n", timeout=SLACK)
+        self.assertEqual((worker.returncode, out), (0, ""), self.read_log(worker))
+        self.assertTrue(wait_for(lambda: server.request_count == 3))  # and the parent's release
         self.assertEqual(server.timers(), [])
+
+    def test_a_forked_child_is_killed_for_its_own_hang_not_its_parent(self):
+        self.serve()
+        worker = self.spawn_worker(
+            "filetimer._configured_client.release('before the fork')\npid = os.fork()\nif pid == 0:\n"
+            "    with filetimer.expires(after=0.2):\n        time.sleep(60)\n"
+            "print(os.waitpid(pid, 0)[1] & 0x7f, flush=True)\n", stdout=subprocess.PIPE, text=True)
+        out, _ = worker.communicate(timeout=SLACK)
+        self.assertEqual((worker.returncode, out.strip()), (0, str(int(signal.SIGKILL))), self.read_log(worker))
 
 
 class ExpiresShapesTest(FiletimerTestCase):
@@ -1546,11 +1809,14 @@ class ExpiresShapesTest(FiletimerTestCase):
                 self.hang_worker(code)
 
     def test_two_tasks_on_one_line_get_two_timers(self):
+        # A sibling task that keeps finishing steps on the same line must not keep the hung task's timer re-armed.
         self.serve()
         self.hang_worker(
             "import asyncio\n@filetimer.expires(after=0.3)\nasync def step(seconds):\n"
             "    await asyncio.sleep(seconds)\n"
-            "async def main():\n    await asyncio.gather(step(60), step(0.01))\n    time.sleep(60)\n"
+            "async def sibling():\n    end = time.monotonic() + 3\n    while time.monotonic() < end:\n"
+            "        await step(0.01)\n    os._exit(0)\n"
+            "async def main():\n    await asyncio.gather(step(60), sibling())\n"
             "asyncio.run(main())\n"
         )
 
@@ -1592,7 +1858,7 @@ class ExpiresShapesTest(FiletimerTestCase):
             "    return 7\nassert asyncio.run(step()) == 7\ntime.sleep(0.5)\n"
         )
         self.assertEqual(worker.wait(SLACK), 0)
-        self.assertEqual(server.request_count, 2)
+        self.assertTrue(wait_for(lambda: server.request_count == 2), server.request_count)
 
     def test_generator_functions_are_refused(self):
         def numbers():
@@ -1665,7 +1931,7 @@ class ExpiresShapesTest(FiletimerTestCase):
             "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.5)\n"
         )
         self.assertEqual(progress.wait(SLACK), 0)
-        self.assertEqual(server.request_count, 1 + 5 + 1 + 1)
+        self.assertTrue(wait_for(lambda: server.request_count == 1 + 5 + 1 + 1), server.request_count)
         self.hang_worker("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
 
     def test_release_without_a_server_is_quiet_and_acquire_raises(self):
@@ -1745,6 +2011,16 @@ the_hung_step()
                 self.assertNotIn("parked_in_sleep", err)
                 self.assertNotIn("dump worker stacks", self.event_names())
 
+    def test_a_client_made_after_an_application_handler_leaves_it_in_place(self):
+        worker = self.spawn([*PYTHON, "-c", "import os, signal, sys, filetimer\n"
+                             "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', flush=True))\n"
+                             "filetimer.configure(filetimer.FileTimerClient(sys.argv[1]))\n"
+                             "os.kill(os.getpid(), signal.SIGUSR2)\nprint('done', flush=True)\n", self.path],
+                            stdout=subprocess.PIPE, text=True)
+        out, _ = worker.communicate(timeout=SLACK)
+        self.assertEqual(worker.returncode, 0, self.read_log(worker))
+        self.assertIn("application handler ran", out.splitlines(), self.read_log(worker))
+
     def test_an_application_handler_of_the_dump_signal_is_left_alone(self):
         # Taken before the configured client is made (it registers nothing) or after (its acquires stop promising
         # a dump).
@@ -1775,6 +2051,13 @@ the_hung_step()
                 self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)  # at once: not 5 s later, not by SIGUSR2
                 self.assertNotIn("dump worker stacks", self.event_names())
                 self.assertTrue(wait_for(lambda p=pids, s=start_times: not any(map(alive, p, s))))
+
+
+def state(pid):
+    """The state letter of a process in /proc (S sleeping, T stopped, Z zombie, ...)."""
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        data = f.read()
+    return data[data.rindex(b")") + 2 :][:1].decode()
 
 
 def alive(pid, start_time):
@@ -1920,27 +2203,42 @@ class ProcessTreeTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
 
     def test_the_server_and_its_ancestors_are_never_part_of_a_tree(self):
-        # The worker is this test's parent, so this process (the server's) is in its tree. Every signal is a
-        # recorder: nothing is really stopped or killed.
+        # The worker is the grandparent of a server process: the server's parent and the server are in the worker's
+        # tree, and the kill takes the worker alone. The server shares the worker's stdin and stdout.
+        run = "import subprocess, sys, time\nsubprocess.Popen(sys.argv[1:])\ntime.sleep(60)\n"
+        wait = "import subprocess, sys\nsys.exit(subprocess.call(sys.argv[1:]))\n"
+        worker = self.spawn([*PYTHON, "-c", run, *PYTHON, "-c", wait, *PYTHON, "-c", SERVER, self.path, "{}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.addCleanup(kill_group, worker.pid)  # the server and its parent outlive the worker
+        self.assertEqual(worker.stdout.readline().strip(), "ready")
+        parent, = filetimer._children(worker.pid)
+        server, = filetimer._children(parent)
+        starts = {pid: filetimer._process_start_time(pid) for pid in (parent, server)}
+        with FileTimerClient(self.path) as client:
+            client._send_request(FileTimerRequest(worker.pid, "hang", time.time() + 0.2, signal.SIGKILL))
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        worker.stdin.write("count\n")
+        worker.stdin.flush()
+        self.assertEqual(json.loads(worker.stdout.readline()), [1, 0, 0])  # the server serves on
+        for pid, start in starts.items():  # neither stopped nor killed
+            self.assertTrue(alive(pid, start), pid)
+            self.assertNotIn(state(pid), ("T", "t"))
+
+    def test_a_pid_reused_during_the_walk_is_left_alone(self):
+        # /proc listed a child of the worker, but by the time the walk binds to it the pid belongs to a process with
+        # another parent: here a sleeper of this test's, listed by a mocked _children.
         server = self.serve()
-        signals, attached = [], []
-        real_attach = filetimer._Worker.attach
-
-        def attach(pid, start_time):
-            attached.append(pid)
-            return real_attach(pid, start_time)
-
-        worker = filetimer._Worker.attach(os.getppid(), None)
-        self.addCleanup(worker.close)
-        with mock.patch("os.kill", lambda pid, sig: signals.append((pid, sig))), \
-                mock.patch.object(filetimer.signal, "pidfd_send_signal", lambda fd, sig: signals.append((fd, sig)),
-                                  create=True), \
-                mock.patch.object(filetimer._Worker, "attach", attach):
-            server._kill_process_tree(worker)
-        self.assertIn(os.getpid(), filetimer._children(os.getppid()))
-        self.assertNotIn(os.getpid(), attached)
-        self.assertEqual(signals[0], (worker.pidfd or worker.pid, signal.SIGSTOP))
-        self.assertIn((worker.pidfd or worker.pid, signal.SIGKILL), signals)
+        worker, other = self.spawn_sleeper(), self.spawn_sleeper()
+        real_children = filetimer._children
+        handle = filetimer._Worker.attach(worker.pid, None)
+        self.addCleanup(handle.close)
+        with mock.patch.object(filetimer, "_children",
+                               lambda pid: real_children(pid) + ([other.pid] if pid == worker.pid else [])):
+            self.assertEqual(server._kill_process_tree(handle), 0)
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertNotIn(state(other.pid), ("T", "t"))  # not even stopped
+        with self.assertRaises(subprocess.TimeoutExpired):  # nor killed
+            other.wait(0.2)
 
     def test_a_hung_shell_script_leaves_no_orphan(self):
         self.serve()
@@ -2052,6 +2350,61 @@ class SharedMachineTest(FiletimerTestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn(theirs, result.stderr)
         self.assertNotIn("Traceback", result.stderr)
+
+    # The same guarantees without root: the identity source (fstat, stat, lstat) reports another user as the owner.
+
+    @staticmethod
+    def owned_by_nobody(name, paths=()):
+        """A patch of os.<name> that reports NOBODY as the owner of these paths (of every FIFO, for fstat)."""
+        real = getattr(os, name)
+
+        def reporting(target, *args, **kwargs):
+            st = real(target, *args, **kwargs)
+            if (name == "fstat" and filetimer.stat.S_ISFIFO(st.st_mode)) or (name != "fstat" and target in paths):
+                return os.stat_result((*st[:4], NOBODY, *st[5:10]))
+            return st
+
+        return mock.patch.object(os, name, reporting)
+
+    def test_the_client_refuses_a_fifo_of_another_user_without_root(self):
+        server = self.serve()
+        for keep_open in (False, True):
+            with self.subTest(keep_open=keep_open), FileTimerClient(self.path, keep_open=keep_open) as client:
+                with self.owned_by_nobody("fstat"), self.assertRaises(PermissionError) as caught:
+                    client.acquire("s", time.time() + 60)
+                self.assertIn(self.path, str(caught.exception))
+        time.sleep(0.2)
+        self.assertEqual((server.request_count, server.rejected_count), (0, 0))
+
+    def test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root(self):
+        os.mkfifo(self.path, 0o600)
+        environment = {"XDG_RUNTIME_DIR": "", "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}
+        private = os.path.join(self.dir, "filetimer-%d" % os.geteuid())
+        os.mkdir(private, 0o700)
+        for theirs, path in ((self.path, self.path), (self.dir, self.path), (private, None)):
+            with self.subTest(theirs=theirs), mock.patch.dict(os.environ, environment), \
+                    mock.patch.object(tempfile, "tempdir", self.dir):
+                with self.owned_by_nobody("lstat", (theirs,)), self.owned_by_nobody("stat", (theirs,)), \
+                        self.assertRaises(PermissionError) as caught:
+                    self.addCleanup(FileTimerServer(path).stop)
+                self.assertIn(theirs, str(caught.exception))
+        self.assertEqual(os.listdir(private), [])
+        self.assertTrue(filetimer.stat.S_ISFIFO(os.lstat(self.path).st_mode))  # left alone
+
+    def test_an_unwritable_fifo_is_exit_2_not_no_server_without_root(self):
+        self.serve()
+        real_open = os.open
+
+        def refusing(path, flags, *args, **kwargs):
+            if path == self.path and flags & os.O_WRONLY:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return real_open(path, flags, *args, **kwargs)
+
+        err = io.StringIO()
+        with mock.patch.object(os, "open", refusing), contextlib.redirect_stderr(err):
+            status = filetimer.main(["release", "--scope", "s", "--pid", str(os.getpid()), "--path", self.path])
+        self.assertEqual(status, 2, err.getvalue())
+        self.assertIn(self.path, err.getvalue())
 
     def test_the_default_path_is_in_a_private_directory(self):
         environment = {"XDG_RUNTIME_DIR": "", "FILETIMER_PATH": "", "TORCHELASTIC_TIMER_FILE": ""}

@@ -50,7 +50,8 @@ MUTANTS: List[Mutant] = [
         "and claimed_start_time != worker.start_time",
         "and False",
         ["PidReuseTest.test_reused_pid_is_never_signalled_with_pidfd",
-         "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time"],
+         "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time",
+         "PidReuseWithoutRootTest.test_a_request_naming_an_earlier_process_of_the_pid_is_refused"],  # no root needed
     ),
     (
         "fifo-non-fifo-removed",  # _create_fifo would remove a file, directory or symlink instead of refusing
@@ -198,7 +199,8 @@ MUTANTS: List[Mutant] = [
         "client-owner-check",  # FileTimerClient would write into a FIFO of another user
         '_check_owner(self._file_path, st, "the FIFO")',
         "pass",
-        ["SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_before_writing"],
+        ["SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_before_writing",
+         "SharedMachineTest.test_the_client_refuses_a_fifo_of_another_user_without_root"],
     ),
     (
         "tree-spares-nothing",  # a SIGKILL tree walk would take the server's own process and its ancestors
@@ -224,6 +226,136 @@ MUTANTS: List[Mutant] = [
         "return bool(self._dump_signal) and _getsignal(self._dump_signal) == signal.SIG_DFL",
         "return bool(self._dump_signal)",
         ["StackDumpTest.test_an_application_handler_of_the_dump_signal_is_left_alone"],
+    ),
+    (
+        "dump-signal-unchecked",  # _from_fields would accept "dump_signal": "x"; the reap pass would then raise
+        "elif not (type(dump) is int and 0 <= dump < _NSIG):",
+        "elif False:",
+        ["BadInputTest.test_a_bad_dump_signal_is_rejected_and_a_worker_expiring_in_the_same_pass_is_still_killed"],
+    ),
+    (
+        "from-json-pipe-buf",  # from_json would accept a line of PIPE_BUF bytes plus its newline (not atomic)
+        "if len(data) >= PIPE_BUF:",
+        "if len(data) > PIPE_BUF:",
+        ["RequestTest.test_a_line_is_at_most_pipe_buf_bytes_with_its_newline"],
+    ),
+    (
+        "cli-signal-names",  # acquire --signal would take SIG_DFL, SIG_BLOCK or SIGRTMIN as a signal
+        ''' or name.startswith(("SIG_", "SIGRT")):''',
+        ":",
+        ["CommandLineTest.test_signal_option_takes_signals_only"],
+    ),
+    (
+        "enter-swallows-broken-pipe",  # expires would run its block unguarded when no server reads
+        "        client.acquire(scope, timer.deadline)\n",
+        "        with contextlib.suppress(BrokenPipeError):\n            client.acquire(scope, timer.deadline)\n",
+        ["ClientTest.test_expires_with_no_server_raises_broken_pipe_and_runs_nothing_unguarded"],
+    ),
+    (
+        "dump-handler-unchecked",  # a client would replace an application's own handler of the dump signal
+        "if not _DUMP_SIGNAL or signal.getsignal(_DUMP_SIGNAL) is not signal.SIG_DFL or sys.stderr is None:",
+        "if not _DUMP_SIGNAL or sys.stderr is None:",
+        ["StackDumpTest.test_a_client_made_after_an_application_handler_leaves_it_in_place"],
+    ),
+    (
+        "mkfifo-no-mode",  # the FIFO would exist with the umask's mode (0666 under umask 0) until fchmod
+        "os.mkfifo(path, mode)",
+        "os.mkfifo(path)",
+        ["FifoPathTest.test_the_fifo_is_made_with_its_mode_not_fixed_later"],
+    ),
+    (
+        "cli-no-start-time",  # acquire/release from a shell would not bind the timer to the process's identity
+        "FileTimerRequest(pid, args.scope, expiration_time, sig, start_time)",
+        "FileTimerRequest(pid, args.scope, expiration_time, sig)",
+        ["ShellTest.test_acquire_binds_the_timer_to_the_process_start_time"],
+    ),
+    (
+        "client-pid-once",  # a forked child would send its requests under its parent's pid
+        "if pid != os.getpid():  # first request, or a forked child",
+        "if not pid:",
+        ["ForkSafetyTest.test_a_forked_child_is_killed_for_its_own_hang_not_its_parent",
+         "ForkSafetyTest.test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly"],
+    ),
+    (
+        "compaction-no-heapify",  # the compacted heap would keep insertion order: a short timer behind a long one
+        "heapq.heapify(self._heap)",
+        "pass",
+        ["WatchdogTest.test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted"],
+    ),
+    (
+        "escalation-at-once",  # kill_after would give a signalled worker no clean-up window at all
+        "self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,",
+        "self._scheduled[worker.pid] = (now, _SIGKILL,",
+        ["EscalationTest.test_worker_ignoring_sigterm_is_killed_after_the_grace_period"],
+    ),
+    (
+        "wait-ignores-deadlines",  # the watchdog would sleep until the heartbeat, not until the nearest deadline
+        "deadline = heap[0][0] if heap else math.inf",
+        "deadline = math.inf",
+        ["WatchdogTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
+    ),
+    (
+        "wait-ignores-scheduled",  # the kill after a stack dump (or an escalation) would wait for the heartbeat
+        "deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))",
+        "pass",
+        ["WatchdogTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
+    ),
+    (
+        "task-scope-per-loop",  # every task on an event loop would share one default scope
+        "id(asyncio.current_task())",
+        "id(asyncio._get_running_loop())",
+        ["ExpiresShapesTest.test_two_tasks_on_one_line_get_two_timers"],
+    ),
+    (
+        "status-fifo-exists",  # status would call a crashed server's left-behind FIFO "serving"
+        "serving = _fifo_has_reader(path)",
+        "serving = os.path.exists(path)",
+        ["CommandLineTest.test_status_after_a_server_crash_is_not_serving_and_shows_no_timers"],
+    ),
+    (
+        "tree-spares-server-only",  # the walk would stop and kill the server's parent (the worker's child)
+        "spared = _ancestors()",
+        "spared = {os.getpid()}",
+        ["ProcessTreeTest.test_the_server_and_its_ancestors_are_never_part_of_a_tree"],
+    ),
+    (
+        "tree-no-parent-check",  # the walk would take a pid reused by a process that is not the listed child
+        "if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile",
+        "if False:",
+        ["ProcessTreeTest.test_a_pid_reused_during_the_walk_is_left_alone"],
+    ),
+    (
+        "forget-keeps-scheduled",  # an exited worker's pending escalation would SIGKILL the next owner of its pid
+        "self._scheduled.pop(worker.pid, None)",
+        "pass",
+        ["EscalationTest.test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid"],
+    ),
+    (
+        "send-signal-identity",  # without a pidfd, a worker whose pid has a new owner would be signalled
+        "elif self.is_alive():",
+        "elif True:",
+        ["PidReuseWithoutRootTest.test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time"],
+    ),
+    (
+        "server-fifo-owner-check",  # the server would replace a stale FIFO of another user
+        '_check_owner(path, st, "the FIFO")',
+        "pass",
+        ["SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user",
+         "SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root"],
+    ),
+    (
+        "server-directory-owner-check",  # the server would make its FIFO in a directory another user controls
+        '_check_owner(directory, st, "the directory")',
+        "pass",
+        ["SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user",
+         "SharedMachineTest.test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root"],
+    ),
+    (
+        "open-errors-are-no-server",  # a FIFO the client may not write would read as "no server" (exit 3)
+        "if e.errno not in (errno.ENXIO, errno.ENOENT):\n                raise",
+        "if False:\n                raise",
+        ["SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server",
+         "SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server_without_root"],
     ),
 ]
 
