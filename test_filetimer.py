@@ -1476,7 +1476,8 @@ class StateFileTest(FiletimerTestCase):
                 write_state(self.state, self.path, [overdue])
                 write_state(os.path.join(others, "x.state"), self.path, [overdue])
                 plant()
-                with patch, self.assertRaises(OSError) as caught:
+                unread = mock.patch.object(FileTimerServer, "_restore", side_effect=AssertionError("it was read"))
+                with patch, unread, self.assertRaises(OSError) as caught:
                     self.addCleanup(FileTimerServer(self.path, state_file=state_file).stop)
                 self.assertIn(os.path.dirname(state_file) if "directory" in name else state_file,
                               str(caught.exception))
