@@ -2044,6 +2044,13 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError("expected a whole number > 0, got %r" % text)
+    return value
+
+
 def _octal_mode(text: str) -> int:
     try:
         value = int(text, 8)
@@ -2100,6 +2107,10 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dump-grace", type=_seconds, default=_DUMP_GRACE, metavar="S",
                        help="seconds between asking a worker to dump its stacks and killing it (default %g; "
                             "0: no dump)" % _DUMP_GRACE)
+    serve.add_argument("--max-timers-per-pid", type=_positive_int, default=10_000, metavar="N",
+                       help="timers one process may hold; more are refused (default 10000)")
+    serve.add_argument("--max-timers", type=_positive_int, default=_MAX_TIMERS, metavar="N",
+                       help="timers the server holds in all; more are refused (default %d)" % _MAX_TIMERS)
     serve.add_argument("--no-kill-tree", dest="kill_tree", action="store_false",
                        help="on SIGKILL, kill the worker alone, not its descendants")
     state = serve.add_mutually_exclusive_group()
@@ -2166,7 +2177,8 @@ def _serve(args: argparse.Namespace) -> int:
     state_file = None if args.no_state else (args.state_file or path + ".state")
     server = FileTimerServer(path, run_id=args.run_id, max_interval=args.max_interval, log_event=event,
                              mode=args.mode, kill_after=args.kill_after, exit_on_reap=args.exit_on_reap,
-                             state_file=state_file, kill_tree=args.kill_tree, dump_grace=args.dump_grace)
+                             state_file=state_file, kill_tree=args.kill_tree, dump_grace=args.dump_grace,
+                             max_timers_per_pid=args.max_timers_per_pid, max_timers=args.max_timers)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())

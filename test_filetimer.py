@@ -690,6 +690,73 @@ class BadInputTest(FiletimerTestCase):
         self.assertLessEqual(len(logs.records), 2 * filetimer._LOGS_PER_MINUTE + 2)
 
 
+FLOOD = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+block, end = b"1\\n" * 2048, time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    os.write(fd, block)
+"""
+
+
+class HostileLoadTest(FiletimerTestCase):
+    """No load delays a kill for long, no writer grows the server without bound, no flood fills its log."""
+
+    def test_a_flood_of_tiny_lines_from_two_writers_does_not_delay_a_kill(self):
+        server = self.serve()
+        floods = [self.spawn([*PYTHON, "-c", FLOOD, self.path, "3"]) for _ in range(2)]
+        self.assertTrue(wait_for(lambda: server.rejected_count > 10000))  # the flood is on
+        sleeper = self.spawn_sleeper()
+        deadline = time.time() + 0.5
+        server.register_timers([FileTimerRequest(sleeper.pid, "hung", deadline, 9)])
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
+        self.assertLess(time.time() - deadline, 0.5)  # the target is 50 ms; under the old byte cap it took seconds
+        self.assertTrue(all(flood.poll() is None for flood in floods))
+
+    def test_report_only_expiries_do_not_delay_a_kill(self):
+        server = self.serve(max_timers_per_pid=200000)
+        quiet, hung = self.spawn_sleeper(), self.spawn_sleeper()
+        deadline = time.time() + 1.0
+        server.register_timers([FileTimerRequest(quiet.pid, "q%d" % i, deadline - 0.001, 0) for i in range(100000)]
+                               + [FileTimerRequest(hung.pid, "hung", deadline, 9)])
+        self.assertEqual(hung.wait(SLACK), -signal.SIGKILL)
+        self.assertLess(time.time() - deadline, 0.5)
+        self.assertTrue(wait_for(lambda: server.timers() == []))  # and every report-only one was reported
+        self.assertEqual(self.event_names().count("timer expired"), 100001)
+        self.assertIsNone(quiet.poll())
+
+    def test_timers_beyond_the_caps_are_refused_and_said_so(self):
+        server = self.serve(max_timers_per_pid=3, max_timers=5)
+        a, b = self.spawn_sleeper(), self.spawn_sleeper()
+        far = time.time() + 600
+        with self.assertLogs("filetimer", "WARNING") as logs:
+            server.register_timers([FileTimerRequest(a.pid, "a%d" % i, far, 9) for i in range(4)])
+            server.register_timers([FileTimerRequest(b.pid, "b%d" % i, far, 9) for i in range(3)])
+        self.assertEqual(sorted(t.scope_id for t in server.timers()), ["a0", "a1", "a2", "b0", "b1"])
+        self.assertIn("max_timers_per_pid", logs.output[0])
+        self.assertIn("max_timers", logs.output[1])
+        server.register_timers([FileTimerRequest(a.pid, "a0", far + 1, 9),  # a re-arm is no new timer
+                                FileTimerRequest(a.pid, "a1", -1)])  # and a release makes room
+        server.register_timers([FileTimerRequest(b.pid, "b2", far, 9)])
+        self.assertEqual(sorted(t.scope_id for t in server.timers()), ["a0", "a2", "b0", "b1", "b2"])
+        for args in (["--max-timers-per-pid", "0"], ["--max-timers", "x"]):
+            result = cli("serve", self.path, *args)
+            self.assertEqual(result.returncode, 2, result.stderr)
+            self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+            self.assertIn("%s: expected a whole number > 0, got %r" % tuple(args), result.stderr)
+
+    def test_requests_for_a_process_that_is_gone_are_logged_a_bounded_number_of_times(self):
+        server = self.serve()
+        gone = self.spawn_sleeper()
+        gone.kill()
+        gone.wait()
+        far = time.time() + 600
+        with self.assertLogs("filetimer", "INFO") as logs:
+            write_raw(self.path, b"".join(line(gone.pid, "s%d" % i, far) for i in range(20000)))
+            self.assertTrue(wait_for(lambda: server.request_count == 20000))
+        self.assertLessEqual(len(logs.records), 2 * filetimer._LOGS_PER_MINUTE + 2)
+
+
 class ForbiddenPidTest(FiletimerTestCase):
     """Safety rule: pid <= 1, negative pids and the server's own pid are never signalled."""
 

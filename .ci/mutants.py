@@ -189,6 +189,30 @@ MUTANTS: List[Mutant] = [
         ["BadInputTest.test_a_fragment_left_by_a_writer_costs_only_itself"],
     ),
     (
+        "read-unbounded",  # a flood of tiny lines from two writers would keep the watchdog reading, not killing
+        "            if time.monotonic() - started >= _READ_SECONDS:\n                return True\n",
+        "",
+        ["HostileLoadTest.test_a_flood_of_tiny_lines_from_two_writers_does_not_delay_a_kill"],
+    ),
+    (
+        "quiet-ahead-of-kills",  # report-only expiries would be handled before a kill that is due with them
+        "        quiet = self._quiet\n        for _ in range(_QUIET_EXPIRIES_PER_PASS):",
+        "        quiet = self._quiet\n        for _ in range(10**9):",
+        ["HostileLoadTest.test_report_only_expiries_do_not_delay_a_kill"],
+    ),
+    (
+        "caps-unchecked",  # one writer could arm timers without bound
+        "if old is None and (len(worker.scopes) >= self._max_timers_per_pid or len(timers) >= self._max_timers):",
+        "if False:",
+        ["HostileLoadTest.test_timers_beyond_the_caps_are_refused_and_said_so"],
+    ),
+    (
+        "ignored-unlimited",  # every request naming a process that is gone would be logged
+        "if not self._replaying and self._ignore_log.allow():\n                _log.info(\"ignoring a timer for pid %d: the process",
+        "if not self._replaying:\n                _log.info(\"ignoring a timer for pid %d: the process",
+        ["HostileLoadTest.test_requests_for_a_process_that_is_gone_are_logged_a_bounded_number_of_times"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
