@@ -208,7 +208,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "ignored-unlimited",  # every request naming a process that is gone would be logged
-        "if not self._replaying and self._ignore_log.allow():\n                _log.info(\"ignoring a timer for pid %d: the process",
+        "if not self._replaying and self._ignore_log.allow():\n"
+        "                _log.info(\"ignoring a timer for pid %d: the process",
         "if not self._replaying:\n                _log.info(\"ignoring a timer for pid %d: the process",
         ["HostileLoadTest.test_requests_for_a_process_that_is_gone_are_logged_a_bounded_number_of_times"],
     ),
