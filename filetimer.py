@@ -267,6 +267,7 @@ def _check_seconds(name: str, value: Any, positive: bool = False) -> None:
 # --- client -------------------------------------------------------------------
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 def _retry(max_retries: int, sleep_time: float) -> Callable[[_F], _F]:
@@ -774,6 +775,7 @@ _READ_SECONDS = 0.002  # of reading per pass; then deadlines are looked at, what
 _QUIET_EXPIRIES_PER_PASS = 1000  # report-only expiries handled per pass, after every signal due is sent
 _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 _LOGS_PER_MINUTE = 10  # of one kind (rejected lines, refused timers, ...); the rest are counted
+_FD_RESERVE = 8  # descriptors held back for a kill at the fd limit: its /proc reads and the tree's pidfds
 _DUMP_GRACE = 0.1  # seconds from the stack-dump signal to the kill (see README "When a worker hangs")
 
 
@@ -800,6 +802,18 @@ class _LogLimit:
         return False
 
 
+def _raise_fd_limit() -> None:
+    """Let the process open as many descriptors as its hard limit allows: a pidfd per watched worker."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # no resource module (Windows), or not allowed: as it is
+        pass
+
+
 def _signal_name(number: int) -> str:
     if number == 0:
         return "none"
@@ -809,11 +823,28 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
+_GONE = (errno.ENOENT, errno.ESRCH)  # what /proc answers about a process (or thread) that has exited
+
+
+def _start_time_now(pid: int) -> Optional[int]:
+    """The start time of ``pid`` (Linux); None if it has exited, or without /proc; OSError if unreadable now."""
+    if not _HAVE_PROC:
+        return None
+    try:
+        return _proc_stat(pid)[1]
+    except OSError as e:
+        if e.errno in _GONE:
+            return None
+        raise
+
+
 class _Worker:
     """A watched process, bound to its identity so a reused pid is never signalled.
 
-    The identity is a pidfd where the platform has one, else the start time
-    from /proc (else, on macOS, only the pid).
+    The identity is a pidfd where the platform has one, and the start time
+    from /proc (macOS has neither: only the pid). Where the identity cannot
+    be read right now (the fd limit, a /proc error), OSError is raised: such
+    a process is neither watched nor signalled.
     """
 
     __slots__ = ("pid", "pidfd", "scopes", "start_time")
@@ -825,43 +856,55 @@ class _Worker:
         self.scopes: Set[str] = set()
 
     @classmethod
-    def attach(cls, pid: int, claimed_start_time: Optional[int]) -> Optional["_Worker"]:
+    def attach(cls, pid: int, claimed_start_time: Optional[int] = None, pidfd_wanted: bool = True
+               ) -> Optional["_Worker"]:
         """The running process ``pid``, or None if it is gone or not the one that claims it."""
         pidfd = None
-        if _HAVE_PIDFD:
+        if _HAVE_PIDFD and pidfd_wanted:
             try:
                 pidfd = os.pidfd_open(pid)
             except ProcessLookupError:
                 return None
-            except OSError:  # old kernel, EMFILE, ...: fall back to the start time
+            except OSError:  # EMFILE, an old kernel, ...: the start time alone
                 pidfd = None
-        worker = cls(pid, pidfd, _process_start_time(pid))
-        if not worker.is_alive() or (
-            claimed_start_time is not None
-            and worker.start_time is not None
-            and claimed_start_time != worker.start_time
+        try:
+            start_time = _start_time_now(pid)
+        except OSError:
+            if pidfd is None or claimed_start_time is not None:  # nothing to bind to, or a claim to check
+                if pidfd is not None:
+                    os.close(pidfd)
+                raise
+            start_time = None  # the pidfd is identity enough
+        worker = cls(pid, pidfd, start_time)
+        if (pidfd is None and start_time is None and _HAVE_PROC) or not worker.is_alive() or (
+            claimed_start_time is not None and start_time is not None and claimed_start_time != start_time
         ):
             worker.close()
             return None
         return worker
 
     def is_alive(self) -> bool:
-        """Still running and still the same process (checked without a pidfd)."""
+        """Still running and still the same process; OSError if that cannot be told now."""
         if self.pidfd is not None:  # readable once the process has exited
             poller = select.poll()
             poller.register(self.pidfd, select.POLLIN)
             return not poller.poll(0)
         if self.start_time is not None:
-            return _process_start_time(self.pid) == self.start_time
+            return _start_time_now(self.pid) == self.start_time
         return FileTimerServer.is_process_running(self.pid)
 
     def send_signal(self, sig: int) -> None:
         if self.pidfd is not None:
             signal.pidfd_send_signal(self.pidfd, sig)
-        elif self.is_alive():
-            os.kill(self.pid, sig)
-        else:
+            return
+        try:
+            alive = self.is_alive()
+        except OSError as e:
+            raise OSError(e.errno, "cannot verify that pid %d is still the same process (%s); not signalled"
+                          % (self.pid, e.strerror or e)) from None
+        if not alive:
             raise ProcessLookupError(errno.ESRCH, "process %d has exited" % self.pid)
+        os.kill(self.pid, sig)
 
     def close(self) -> None:
         if self.pidfd is not None:
@@ -886,20 +929,28 @@ def _catches(pid: int, sig: int) -> bool:
 
 
 def _children(pid: int) -> List[int]:
-    """The pids of the children of ``pid``, from /proc; none where there is no /proc (macOS)."""
+    """The pids of the children of ``pid``, from /proc; none where there is no /proc (macOS).
+
+    OSError if part of it could not be read (the fd limit, ...): the list is not whole then.
+    """
     found: List[int] = []
-    if _HAVE_PROC_CHILDREN:
-        with contextlib.suppress(OSError):
-            for tid in os.listdir("/proc/%d/task" % pid):
-                with contextlib.suppress(OSError):
-                    found += map(int, _read_proc("/proc/%d/task/%s/children" % (pid, tid)).split())
+    if not _HAVE_PROC:
         return found
-    with contextlib.suppress(OSError):  # an older kernel: every process's parent
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if _proc_stat(int(entry))[0] == pid:
-                        found.append(int(entry))
+    try:
+        entries = os.listdir("/proc/%d/task" % pid if _HAVE_PROC_CHILDREN else "/proc")
+    except OSError as e:
+        if e.errno in _GONE:
+            return found
+        raise
+    for entry in entries:
+        try:
+            if _HAVE_PROC_CHILDREN:
+                found += map(int, _read_proc("/proc/%d/task/%s/children" % (pid, entry)).split())
+            elif entry.isdigit() and _proc_stat(int(entry))[0] == pid:  # an older kernel: every process's parent
+                found.append(int(entry))
+        except OSError as e:
+            if e.errno not in _GONE:
+                raise
     return found
 
 
@@ -1373,6 +1424,9 @@ class FileTimerServer:
         self._stopping = False
         self._closed = False
 
+        _raise_fd_limit()
+        self._reserve: List[int] = []
+        self._hold_reserve()
         self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
         # Our own writer: the FIFO never reaches end-of-file, so no client
         # has to connect first and the read loop never spins.
@@ -1460,6 +1514,7 @@ class FileTimerServer:
         self._selector.close()
         for fd in (self._read_fd, self._hold_fd, self._wake_r, self._wake_w):
             os.close(fd)
+        self._free_reserve()
         if self._state is not None:
             self._state.close()
         try:
@@ -1508,8 +1563,9 @@ class FileTimerServer:
                     self._records.append(_record("drop", pid=pid))
             self._flush_records()
             for worker in list(self._workers.values()):
-                if not worker.is_alive():
-                    self._forget_worker(worker)
+                with contextlib.suppress(OSError):  # unknown now: kept
+                    if not worker.is_alive():
+                        self._forget_worker(worker)
 
     def get_expired_timers(self, deadline: float) -> Dict[int, List[FileTimerRequest]]:
         """Active timers due at or before the wall-clock ``deadline``, by pid."""
@@ -1596,10 +1652,27 @@ class FileTimerServer:
             os.kill(os.getpid(), self._reaped_signal)
         if now >= self._next_beat:
             self._next_beat = now + self._max_interval
+            self._forget_idle_workers()
             for worker in list(self._workers.values()):
-                if worker.pidfd is None and not worker.is_alive():
-                    self._forget_worker(worker)
+                with contextlib.suppress(OSError):  # unknown now: kept
+                    if worker.pidfd is None and not worker.is_alive():
+                        self._forget_worker(worker)
+        if len(self._reserve) < _FD_RESERVE:
+            self._hold_reserve()
         self._last_progress_time = int(time.time())
+
+    def _hold_reserve(self) -> None:
+        while len(self._reserve) < _FD_RESERVE:
+            try:
+                self._reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:  # at the limit: as many as there are
+                return
+
+    def _free_reserve(self) -> None:
+        """Give the held-back descriptors to a kill; the pass takes them back when it ends."""
+        for fd in self._reserve:
+            os.close(fd)
+        self._reserve.clear()
 
     def _read_requests(self) -> bool:
         """Apply what the pipe holds, for at most _READ_SECONDS; True if there may be more."""
@@ -1703,7 +1776,12 @@ class FileTimerServer:
         if worker is not None:
             if request.start_time is None or worker.start_time in (None, request.start_time):
                 return worker
-            if worker.is_alive():  # the request names an earlier process that had this pid
+            try:
+                alive = worker.is_alive()
+            except OSError as e:
+                self._unverified(pid, e)
+                return None
+            if alive:  # the request names an earlier process that had this pid
                 if not self._replaying and self._ignore_log.allow():
                     _log.info("ignoring a timer for pid %d: it names a process that has exited", pid)
                 return None
@@ -1712,7 +1790,15 @@ class FileTimerServer:
             if self._refuse_log.allow():
                 _log.error("refusing a timer for pid %d: it names a process group or init", pid)
             return None
-        worker = _Worker.attach(pid, request.start_time)
+        try:
+            worker = _Worker.attach(pid, request.start_time)
+        except OSError:
+            self._forget_idle_workers()  # their pidfds; then once more
+            try:
+                worker = _Worker.attach(pid, request.start_time)
+            except OSError as e:
+                self._unverified(pid, e)
+                return None
         if worker is None:
             if not self._replaying and self._ignore_log.allow():
                 _log.info("ignoring a timer for pid %d: the process is gone", pid)
@@ -1723,6 +1809,17 @@ class FileTimerServer:
         if worker.pidfd is not None:
             self._selector.register(worker.pidfd, selectors.EVENT_READ, worker)
         return worker
+
+    def _unverified(self, pid: int, error: OSError) -> None:
+        """Refuse a timer whose process cannot be identified now: it could not be signalled safely."""
+        if self._refuse_log.allow():
+            _log.error("refusing a timer for pid %d: cannot verify which process it is (%s)", pid, error)
+
+    def _forget_idle_workers(self) -> None:
+        """Let go of the workers with no timer armed and no signal due: a pidfd is held only while needed."""
+        for worker in list(self._workers.values()):
+            if not worker.scopes and worker.pid not in self._scheduled:
+                self._forget_worker(worker)
 
     def _forget_worker(self, worker: _Worker) -> None:
         """Drop an exited worker: its timers, its scheduled signals and its pidfd."""
@@ -1780,6 +1877,7 @@ class FileTimerServer:
     def _reap(self, worker: _Worker, decider: FileTimerRequest, now: float) -> None:
         """Ask the worker to dump its stacks and schedule its signal, or signal it now."""
         pid = worker.pid
+        self._free_reserve()
         dump = decider.dump_signal
         if dump and self._dump_grace > 0 and _catches(pid, dump) and self._signal(worker, dump):
             self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
@@ -1798,6 +1896,7 @@ class FileTimerServer:
 
     def _kill(self, worker: _Worker, sig: int, request: FileTimerRequest, event: str, now: float) -> None:
         """Send a reaping signal (for SIGKILL, to the worker's whole tree); schedule escalation."""
+        self._free_reserve()
         descendants = None
         if sig == _SIGKILL and self._kill_tree:
             descendants = self._kill_process_tree(worker)
@@ -1829,36 +1928,81 @@ class FileTimerServer:
             return None
         spared: Optional[Set[int]] = None  # the server and its ancestors, read once a child turns up
         seen = {worker.pid}
+        unread: Set[int] = set()  # processes whose children, or identity, could not be read
         tree = [worker]
+        frugal: List[bool] = []  # once at the fd limit: children are bound by start time alone
+
+        def at_fd_limit(read: Callable[[], _T]) -> _T:
+            """read(); at the fd limit, again once a stopped process gave up its pidfd, and no more pidfds
+            are taken: a stopped process cannot exit by itself, its start time checked again binds it."""
+            try:
+                return read()
+            except OSError as e:
+                held = [p for p in tree[1:] if p.pidfd is not None and p.start_time is not None]
+                if e.errno not in (errno.EMFILE, errno.ENFILE) or not held:
+                    raise
+                frugal.append(True)
+                held[-1].close()
+                return read()
+
         grown = True
         while grown:  # until a pass over the stopped tree finds no new process
             grown = False
             _wait_until_stopped([process.pid for process in tree])
             for parent in tree:  # grows as it is walked: breadth first
-                for pid in _children(parent.pid):
+                try:
+                    children = at_fd_limit(functools.partial(_children, parent.pid))
+                except OSError:
+                    unread.add(parent.pid)
+                    continue
+                unread.discard(parent.pid)
+                for pid in children:
                     if spared is None:
                         spared = _ancestors()
                     if pid in seen or pid in spared:
                         continue
-                    seen.add(pid)
-                    child = _Worker.attach(pid, None)
-                    if child is None:
-                        continue
                     try:
-                        if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile
-                            raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
-                        child.send_signal(_SIGSTOP)
+                        child = at_fd_limit(functools.partial(self._stop_child, pid, parent.pid, frugal))
                     except OSError:
-                        child.close()
+                        unread.add(pid)
                         continue
-                    tree.append(child)
-                    grown = True
+                    unread.discard(pid)
+                    if child is not None:
+                        seen.add(pid)
+                        tree.append(child)
+                        grown = True
         for process in tree:
-            with contextlib.suppress(OSError):
+            try:
                 process.send_signal(_SIGKILL)
+            except OSError as e:
+                if e.errno not in _GONE:
+                    unread.add(process.pid)
         for process in tree[1:]:
             process.close()
+        if unread:
+            _log.error("kill worker process: pid %d: %d processes of its tree could not be read (file descriptors "
+                       "or /proc): their children may live on", worker.pid, len(unread))
         return len(tree) - 1
+
+    @staticmethod
+    def _stop_child(pid: int, parent: int, frugal: List[bool]) -> Optional[_Worker]:
+        """Stop a listed child, bound to its identity (no pidfd once ``frugal``) and still its parent's.
+
+        None if it is gone; OSError if it cannot be read now.
+        """
+        child = _Worker.attach(pid, None, not frugal)
+        if child is None:
+            return None
+        try:
+            if _proc_stat(pid)[0] != parent:  # the pid was reused meanwhile
+                raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
+            child.send_signal(_SIGSTOP)
+        except OSError as e:
+            child.close()
+            if e.errno in _GONE:
+                return None
+            raise
+        return child
 
     def _signal(self, worker: _Worker, sig: int) -> bool:
         """Signal the worker if that is safe and it is still the same process."""

@@ -757,6 +757,76 @@ class HostileLoadTest(FiletimerTestCase):
         self.assertLessEqual(len(logs.records), 2 * filetimer._LOGS_PER_MINUTE + 2)
 
 
+# A command run with the descriptor limits argv[1] (soft) and argv[2] (hard): the rest of argv.
+FD_LIMITED = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+os.execv(sys.executable, [sys.executable, "-S", *sys.argv[3:]])
+"""
+
+
+@unittest.skipUnless(os.path.exists("/proc/self/stat"), "needs /proc")
+class FdLimitTest(FiletimerTestCase):
+    """At the descriptor limit a process is signalled only when it is identified, and a tree still dies whole."""
+
+    def serve_limited(self, soft, hard):
+        server = self.spawn([*PYTHON, "-c", FD_LIMITED, str(soft), str(hard), "-m", "filetimer", "serve", self.path,
+                             "--no-state", "--dump-grace", "0"], stdout=subprocess.PIPE, text=True)
+        self.assertIn("serving", server.stdout.readline())
+        return server
+
+    def test_a_worker_and_its_150_children_die_under_a_limit_of_64_descriptors(self):
+        server = self.serve_limited(64, 64)
+        worker = self.spawn_worker(
+            "import subprocess\n"
+            "tree = subprocess.Popen(['sh', '-c', 'for i in $(seq 150); do sleep 60 & echo $!; done; wait'],"
+            " stdout=subprocess.PIPE, text=True)\n"
+            "for _ in range(150):\n    print(tree.stdout.readline().strip(), flush=True)\n"
+            "with filetimer.expires(after=0.3):\n    time.sleep(60)\n", stdout=subprocess.PIPE, text=True)
+        pids = [int(worker.stdout.readline()) for _ in range(150)]
+        start_times = [filetimer._process_start_time(pid) for pid in pids]
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not any(map(alive, pids, start_times))))
+        self.assertIsNone(server.poll())
+
+    def test_the_server_raises_its_soft_limit_to_the_hard_one(self):
+        server = self.serve_limited(64, 512)
+        with open("/proc/%d/limits" % server.pid) as f:
+            self.assertIn(["512", "512"], [row.split()[3:5] for row in f if row.startswith("Max open files")])
+
+    def test_a_process_that_cannot_be_identified_is_neither_watched_nor_signalled(self):
+        # No pidfd, and /proc unreadable (as at the fd limit): the start time cannot be checked.
+        unreadable = OSError(errno.EMFILE, "Too many open files")
+        with mock.patch.object(filetimer, "_HAVE_PIDFD", False):
+            server = self.serve()
+            armed, later = self.spawn_sleeper(), self.spawn_sleeper()
+            server.register_timers([FileTimerRequest(armed.pid, "s", time.time() + 0.3, 9)])
+            self.assertEqual(len(server.timers()), 1)
+            with mock.patch.object(filetimer, "_read_proc", side_effect=unreadable), \
+                    self.assertLogs("filetimer", "ERROR") as logs:
+                server.register_timers([FileTimerRequest(later.pid, "s", time.time() + 0.3, 9)])
+                self.assertEqual([t.worker_pid for t in server.timers()], [armed.pid])  # refused
+                self.assertTrue(wait_for(lambda: "timer expired" in self.event_names()))
+                time.sleep(0.2)
+            self.assertIsNone(armed.poll())  # not signalled: it could not be identified
+            self.assertIsNone(later.poll())
+        text = "\n".join(logs.output)
+        self.assertIn("refusing a timer for pid %d: cannot verify which process it is" % later.pid, text)
+        self.assertIn("cannot verify that pid %d is still the same process" % armed.pid, text)
+
+    def test_a_tree_that_cannot_be_read_whole_says_how_much_it_missed(self):
+        server = self.serve()
+        worker = self.spawn_worker("import subprocess\nsubprocess.Popen(['sleep', '60'])\n"
+                                   "filetimer._configured_client.acquire('s', time.time() + 0.3)\ntime.sleep(60)\n")
+        self.assertTrue(wait_for(lambda: server.timers()))
+        with mock.patch.object(filetimer, "_children", side_effect=OSError(errno.EMFILE, "Too many open files")), \
+                self.assertLogs("filetimer", "ERROR") as logs:
+            self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+            self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
+        self.assertIn("kill worker process: pid %d: 1 processes of its tree could not be read" % worker.pid,
+                      "\n".join(logs.output))
+
+
 class ForbiddenPidTest(FiletimerTestCase):
     """Safety rule: pid <= 1, negative pids and the server's own pid are never signalled."""
 
@@ -894,7 +964,7 @@ class PidReuseWithoutRootTest(FiletimerTestCase):
     def test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time(self):
         # No pidfd: the start time is the identity; after the timer is armed it says the pid has a new owner.
         sleeper = self.spawn_sleeper()
-        real_start_time = filetimer._process_start_time
+        real_start_time = filetimer._start_time_now
         reused = []
 
         def start_time(pid):
@@ -902,7 +972,7 @@ class PidReuseWithoutRootTest(FiletimerTestCase):
             return value + 1 if reused and pid == sleeper.pid and value is not None else value
 
         with mock.patch.object(filetimer, "_HAVE_PIDFD", False), \
-                mock.patch.object(filetimer, "_process_start_time", start_time):
+                mock.patch.object(filetimer, "_start_time_now", start_time):
             server = self.serve()
             server.register_timers([FileTimerRequest(sleeper.pid, "s", time.time() + 0.2, signal.SIGKILL)])
             self.assertEqual(len(server.timers()), 1)
@@ -1247,13 +1317,13 @@ class ShellTest(FiletimerTestCase):
         # server's identity source says the second sleeper's pid now belongs to a later process.
         server = self.serve()
         sleeper, reused = self.spawn_sleeper(), self.spawn_sleeper()
-        real_start_time = filetimer._process_start_time
+        real_start_time = filetimer._start_time_now
 
         def start_time(pid):
             value = real_start_time(pid)
             return value + 1 if pid == reused.pid and value is not None else value
 
-        with mock.patch.object(filetimer, "_process_start_time", start_time):
+        with mock.patch.object(filetimer, "_start_time_now", start_time):
             for pid in (sleeper.pid, reused.pid):
                 result = cli("acquire", "--scope", "s", "--after", "60", "--pid", str(pid), "--path", self.path)
                 self.assertEqual(result.returncode, 0, result.stderr)
@@ -1381,9 +1451,9 @@ class StateFileTest(FiletimerTestCase):
         write_raw(self.path, line(sleeper.pid, "torch", time.time() + 0.3))  # torch's client sends no start time
         self.assertTrue(wait_for(lambda: server.request_count == 1))
         server.stop()
-        real = filetimer._process_start_time
+        real = filetimer._start_time_now
         # The identity source says the process at that pid is another one now (a reused pid).
-        with mock.patch.object(filetimer, "_process_start_time", lambda pid: real(pid) + 1):
+        with mock.patch.object(filetimer, "_start_time_now", lambda pid: real(pid) + 1):
             restarted = self.serve(state_file=self.state)
         self.assertEqual(restarted.timers(), [])
         time.sleep(0.5)

@@ -214,6 +214,37 @@ MUTANTS: List[Mutant] = [
         ["HostileLoadTest.test_requests_for_a_process_that_is_gone_are_logged_a_bounded_number_of_times"],
     ),
     (
+        "fd-limit-walk",  # at the fd limit the tree walk would stop reading children, leaving them alive
+        "                if e.errno not in (errno.EMFILE, errno.ENFILE) or not held:",
+        "                if True:",
+        ["FdLimitTest.test_a_worker_and_its_150_children_die_under_a_limit_of_64_descriptors"],
+    ),
+    (
+        "fd-limit-kept",  # the server would keep the soft descriptor limit it was started with
+        "        _raise_fd_limit()\n",
+        "",
+        ["FdLimitTest.test_the_server_raises_its_soft_limit_to_the_hard_one"],
+    ),
+    (
+        "unverified-signalled",  # a process whose start time cannot be read now would be signalled by pid alone
+        "        except OSError as e:\n            raise OSError(e.errno, \"cannot verify that pid",
+        "        except OSError:\n            alive = True\n        if False:\n"
+        "            raise OSError(e.errno, \"cannot verify that pid",
+        ["FdLimitTest.test_a_process_that_cannot_be_identified_is_neither_watched_nor_signalled"],
+    ),
+    (
+        "unverified-watched",  # a timer for a process that cannot be identified now would be armed by pid alone
+        "            if pidfd is None or claimed_start_time is not None:  # nothing to bind to, or a claim to check",
+        "            if False:",
+        ["FdLimitTest.test_a_process_that_cannot_be_identified_is_neither_watched_nor_signalled"],
+    ),
+    (
+        "unread-tree-silent",  # a tree walk that missed processes would say nothing
+        "        if unread:\n            _log.error(",
+        "        if False:\n            _log.error(",
+        ["FdLimitTest.test_a_tree_that_cannot_be_read_whole_says_how_much_it_missed"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
