@@ -368,13 +368,19 @@ def _register_stack_dump() -> int:
     handler is never replaced. faulthandler dumps from a C signal handler, so
     it works while a thread holds the GIL in C code.
     """
+    global _dump_fd
     if not _DUMP_SIGNAL or signal.getsignal(_DUMP_SIGNAL) is not signal.SIG_DFL or sys.stderr is None:
         return 0
     try:
-        faulthandler.register(_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
+        if _dump_fd is None:  # a copy: the dump goes to this stderr even if fd 2 is later closed and reused
+            _dump_fd = os.dup(sys.stderr.fileno())
+        faulthandler.register(_DUMP_SIGNAL, file=_dump_fd, all_threads=True, chain=False)
     except (AttributeError, RuntimeError, ValueError, OSError):  # no register() (Windows), no stderr fd
         return 0
     return _DUMP_SIGNAL
+
+
+_dump_fd: Optional[int] = None  # where this process's stack dumps go
 
 
 _clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
@@ -383,7 +389,7 @@ _clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     """A forked child gets fresh client locks and no inherited handles: no hang on a lock held at the fork."""
     for client in list(_clients):
-        client._lock = threading.Lock()
+        client._lock = threading.RLock()
         client._kept.clear()  # the parent's releases: the parent delivers them
         client._deliverer = None
         for fd in (client._fd, client._stale_fd):
@@ -436,7 +442,7 @@ class FileTimerClient:
         self._stale_fd: Optional[int] = None
         self._kept: Dict[str, bytes] = {}  # lines no server has read yet, by scope, oldest first
         self._deliverer: Optional[threading.Thread] = None  # retries the kept lines
-        self._lock = threading.Lock()  # guards the above
+        self._lock = threading.RLock()  # guards the above; reentrant for a signal handler that sends
         # (pid, line end of a release, line end of an acquire that promises a dump), redone after fork
         self._identity: Tuple[int, str, str] = (0, "", "")
         _clients.add(self)
@@ -492,7 +498,10 @@ class FileTimerClient:
             elif self._keep_open:
                 with self._lock:
                     fd, self._fd = self._fd, None
-                    self._fd = self._write_line(fd, line, retry)
+                    fd = self._write_line(fd, line, retry)
+                    if self._fd is not None:  # a signal handler sent meanwhile, on a handle of its own
+                        os.close(self._fd)
+                    self._fd = fd
             else:
                 os.close(self._write_line(None, line, retry))
             return
@@ -515,6 +524,8 @@ class FileTimerClient:
         if line is not None:
             fd = self._write_line(fd, line, retry)
         if fd is not None and self._keep_open:
+            if self._fd is not None:  # a signal handler sent meanwhile, on a handle of its own
+                os.close(self._fd)
             self._fd = fd
         elif fd is not None:
             os.close(fd)
@@ -587,6 +598,9 @@ class FileTimerClient:
         except OSError as e:
             if e.errno not in (errno.ENXIO, errno.ENOENT):
                 raise
+            if e.errno == errno.ENXIO:  # another user's FIFO is refused, read or not
+                with contextlib.suppress(FileNotFoundError):
+                    _check_owner(self._file_path, os.stat(self._file_path), "the FIFO")
             raise BrokenPipeError(e.errno, ("no filetimer server is reading %s" if e.errno == errno.ENXIO else
                                             "%s does not exist: no filetimer server serves it")
                                   % self._file_path) from e
@@ -2408,12 +2422,18 @@ def _status(args: argparse.Namespace) -> int:
           % (path, len(timers), "" if len(timers) == 1 else "s",
              ", %d worker%s about to be signalled" % (due, "" if due == 1 else "s") if due else "", age))
     if timers:
-        width = max(5, *(len(t.scope_id) for t in timers))
+        scopes = [t.scope_id.encode("utf-8", "backslashreplace").decode("utf-8") for t in timers]  # lone surrogates
+        width = max(5, *map(len, scopes))
         print("%8s  %-*s  %10s  %s" % ("PID", width, "SCOPE", "LEFT (s)", "SIGNAL"))
-        for t in timers:
-            print("%8d  %-*s  %10.1f  %s" % (t.worker_pid, width, t.scope_id, t.expiration_time - now,
-                                            _signal_name(t.signal)))
+        for t, scope in zip(timers, scopes):
+            print("%8d  %-*s  %10s  %s" % (t.worker_pid, width, scope, _seconds_left(t.expiration_time - now),
+                                          _signal_name(t.signal)))
     return 0
+
+
+def _seconds_left(seconds: float) -> str:
+    """Seconds to a deadline, readable however far it is (--after 1e300 is allowed)."""
+    return "%.1f" % seconds if abs(seconds) < 1e9 else "%.3g" % seconds
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -827,6 +827,74 @@ class FdLimitTest(FiletimerTestCase):
                       "\n".join(logs.output))
 
 
+class SmallHostileCasesTest(FiletimerTestCase):
+    """Odd processes and odd input: each gets a clear outcome, never a crash or a hang."""
+
+    def test_status_prints_any_scope_and_any_deadline(self):
+        state = self.path + ".state"
+        server = self.serve(state_file=state)
+        sleeper = self.spawn_sleeper()
+        write_raw(self.path, b'{"version": 1, "pid": %d, "scope_id": "odd \\ud800", "expiration_time": 1e300, '
+                             b'"signal": 9}\n' % sleeper.pid)
+        self.assertTrue(wait_for(lambda: server.request_count == 1))
+        result = cli("status", self.path)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        row = result.stdout.splitlines()[-1]
+        self.assertIn("odd \\ud800", row)
+        self.assertIn("1e+300", row)
+        self.assertLess(len(row), 80)
+
+    def test_a_keep_open_client_can_send_from_a_signal_handler(self):
+        server = self.serve()
+        worker = self.spawn_worker(
+            "client = filetimer.FileTimerClient(path, keep_open=True)\n"
+            "sent = [0]\n"
+            "def tick(*_):\n    client.release('from the handler')\n    sent[0] += 1\n"
+            "signal.signal(signal.SIGALRM, tick)\n"
+            "signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)\n"
+            "end = time.monotonic() + 0.5\n"
+            "pairs = 0\n"
+            "while time.monotonic() < end:\n"
+            "    client.acquire('main', time.time() + 60)\n    client.release('main')\n    pairs += 1\n"
+            "signal.setitimer(signal.ITIMER_REAL, 0)\n"
+            "print(2 * pairs + sent[0], len(os.listdir('/proc/self/fd')), flush=True)\n",
+            stdout=subprocess.PIPE, text=True)
+        out, _ = worker.communicate(timeout=SLACK)
+        self.assertEqual(worker.returncode, 0, self.read_log(worker))
+        sent, fds = map(int, out.split())
+        self.assertTrue(wait_for(lambda: server.request_count == sent))
+        self.assertLess(fds, 20)  # no handle left open by a handler's send
+
+    def test_another_users_fifo_is_exit_2_even_with_no_reader(self):
+        os.mkfifo(self.path, 0o600)  # nobody reads it
+        real_stat = os.stat
+
+        def owned_by_another(path, *args, **kwargs):
+            st = list(real_stat(path, *args, **kwargs))
+            st[4] = os.geteuid() + 1
+            return os.stat_result(st)
+
+        with mock.patch.object(filetimer.os, "stat", owned_by_another), \
+                contextlib.redirect_stderr(open(os.devnull, "w")) as err:
+            self.addCleanup(err.close)
+            self.assertEqual(filetimer.main(["acquire", "--scope", "s", "--after", "5", "--pid", str(os.getpid()),
+                                             "--path", self.path]), 2)
+        with self.assertRaises(PermissionError), mock.patch.object(filetimer.os, "stat", owned_by_another):
+            FileTimerClient(self.path).acquire("s", time.time() + 5)
+
+    def test_the_dump_goes_to_the_stderr_the_worker_had_when_its_client_was_made(self):
+        self.serve(dump_grace=filetimer._DUMP_GRACE)
+        log = os.path.join(self.dir, "app.log")
+        # The application closes its stderr, and a log file it opens gets fd 2.
+        worker = self.spawn([*PYTHON, "-c", WORKER + "os.close(2)\ntaken = open(sys.argv[2], 'w')\n"
+                             "assert taken.fileno() == 2\nwith filetimer.expires(after=0.2):\n    time.sleep(60)\n",
+                             self.path, log])
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+        self.assertIn("most recent call first", self.read_log(worker))
+        with open(log) as f:
+            self.assertNotIn("most recent call first", f.read())
+
+
 class ForbiddenPidTest(FiletimerTestCase):
     """Safety rule: pid <= 1, negative pids and the server's own pid are never signalled."""
 

@@ -245,6 +245,30 @@ MUTANTS: List[Mutant] = [
         ["FdLimitTest.test_a_tree_that_cannot_be_read_whole_says_how_much_it_missed"],
     ),
     (
+        "dump-to-fd-2",  # the dump would go to whatever file holds fd 2 by the time the worker hangs
+        "faulthandler.register(_DUMP_SIGNAL, file=_dump_fd, all_threads=True, chain=False)",
+        "faulthandler.register(_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)",
+        ["SmallHostileCasesTest.test_the_dump_goes_to_the_stderr_the_worker_had_when_its_client_was_made"],
+    ),
+    (
+        "client-lock-not-reentrant",  # a keep_open client used from a signal handler would deadlock
+        "        self._lock = threading.RLock()  # guards the above; reentrant for a signal handler that sends",
+        "        self._lock = threading.Lock()",
+        ["SmallHostileCasesTest.test_a_keep_open_client_can_send_from_a_signal_handler"],
+    ),
+    (
+        "unread-fifo-owner-unchecked",  # another user's FIFO with no reader would read as "no server" (exit 3)
+        "            if e.errno == errno.ENXIO:  # another user's FIFO is refused, read or not",
+        "            if False:",
+        ["SmallHostileCasesTest.test_another_users_fifo_is_exit_2_even_with_no_reader"],
+    ),
+    (
+        "status-raw-scope",  # status would crash (exit 2) on a scope it cannot encode
+        'scopes = [t.scope_id.encode("utf-8", "backslashreplace").decode("utf-8") for t in timers]',
+        "scopes = [t.scope_id for t in timers]",
+        ["SmallHostileCasesTest.test_status_prints_any_scope_and_any_deadline"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
