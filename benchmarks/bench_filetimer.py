@@ -942,6 +942,59 @@ def bench_restart(path, runs, timers):
             "restart_misses": misses}
 
 
+# A hostile writer: 4 KB writes of "1\n" lines until argv[2] seconds have passed.
+FLOOD = r"""
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+block, end = b"1\n" * 2048, time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    os.write(fd, block)
+"""
+
+
+def kill_latency_ms(path, deadline_in):
+    """ms from a hung worker's deadline to its death seen here; None if it armed too late or was not killed."""
+    worker = hung_worker(path, dump_stacks=False)
+    try:
+        deadline = time.time() + deadline_in
+        arm(worker, deadline)
+        if not armed_in_time(worker, deadline):
+            return None
+        worker.wait(10)
+        return (time.time() - deadline) * 1000 if worker.returncode == -signal.SIGKILL else None
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        end(worker)
+        close_pipes(worker)
+
+
+def bench_hostile(path, runs):
+    """Kill latency under a flood of tiny lines from 2 writers, and behind 100,000 report-only expiries."""
+    flooded, quiet, misses = [], [], 0
+    with ServerProcess("ours", path, 10.0, dump_grace=0):
+        floods = [subprocess.Popen([sys.executable, "-c", FLOOD, path, str(runs * 0.6 + 1)], env=ENV)
+                  for _ in range(2)]
+        time.sleep(0.2)
+        for _ in range(runs):
+            flooded.append(kill_latency_ms(path, 0.3))
+        for flood in floods:
+            end(flood)
+    with ServerProcess("ours", path, 10.0, dump_grace=0, max_timers_per_pid=200000) as server:
+        for _ in range(runs):
+            silent = sleeper()
+            base = server.count()
+            expiry = time.time() + 2.5
+            write_lines(path, b"".join(request_line("ours", silent.pid, "q%d" % i, expiry, 0) for i in range(100000)))
+            server.wait_for_count(base + 100000)
+            quiet.append(kill_latency_ms(path, expiry + 0.001 - time.time()))
+            end(silent)
+    misses = flooded.count(None) + quiet.count(None)
+    flooded, quiet = [v for v in flooded if v is not None], [v for v in quiet if v is not None]
+    return {"flood_kill_ms": median(flooded), "flood_kill_max_ms": max(flooded, default=None),
+            "quiet_kill_ms": median(quiet), "quiet_kill_max_ms": max(quiet, default=None), "hostile_misses": misses}
+
+
 def bench_churn(impl, path, requests):
     """Server RSS before and after ``requests`` acquire/release on 10 scopes."""
     worker = sleeper()
@@ -1135,6 +1188,16 @@ ROWS = [
      at_most(50)),
     ("restart_kill_max_ms", "  same, max", "ms", "-", None),
     ("restart_misses", "  runs whose worker was not killed, or armed late", "", "0", none),
+    ("flood_kill_ms", "kill under a flood of tiny lines from 2 writers: deadline -> dead, median", "ms", "<= 50",
+     at_most(50)),
+    ("flood_kill_max_ms", "  same, max", "ms", "-", None),
+    ("quiet_kill_ms", "kill 1 ms behind 100,000 report-only expiries: deadline -> dead, median", "ms", "<= 50",
+     at_most(50)),
+    ("quiet_kill_max_ms", "  same, max", "ms", "-", None),
+    ("hostile_misses", "  runs whose worker armed late or was not killed", "", "0", none),
+    ("million_register_s", "1,000,000 active timers: time to register", "s", "-", None),
+    ("million_rss_mb", "1,000,000 active timers: server RSS", "MB", "<= 300", at_most(300)),
+    ("million_cpu_ms_per_s", "1,000,000 active timers: CPU at max_interval 0.1", "ms/s", "-", None),
     ("churn_rss_before_mb", "1,000,000 acquire/release, 10 scopes: RSS before", "MB", "-", None),
     ("churn_rss_growth_mb", "1,000,000 acquire/release, 10 scopes: RSS growth", "MB", "flat (< 2)",
      lambda v, figures: v < 2),
@@ -1146,8 +1209,8 @@ ROWS = [
     ("machine_loop_us", "reference: sum(range(1000)) here and now, best of 5 (machine speed)", "µs", "-", None),
 ]
 
-SECTIONS = ("pair", "ingest", "expiry", "dump", "tree", "idle", "many", "state", "restart", "churn", "stop",
-            "expires")
+SECTIONS = ("pair", "ingest", "expiry", "dump", "tree", "idle", "many", "state", "restart", "hostile", "million",
+            "churn", "stop", "expires")
 
 
 def measure(impl, quick, sections, log):
@@ -1223,6 +1286,11 @@ def measure(impl, quick, sections, log):
             figures.update(bench_many(impl, path, 100000, 1 if quick or not ours else 3))
         if ours and section("state"):
             figures.update(bench_state(path, 1 if quick else 3, 5000 if quick else 12500, 100000))
+        if ours and section("hostile"):
+            figures.update(bench_hostile(path, 3 if quick else 7))
+        if ours and section("million"):
+            million = bench_many(impl, path, 1000000, 2, max_timers_per_pid=1000000)
+            figures.update({key.replace("many_", "million_"): value for key, value in million.items()})
         if ours and section("restart"):
             figures.update(bench_restart(path, 3 if quick else 7, 10000))
         if section("churn"):
