@@ -47,7 +47,7 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "attach-identity",  # _Worker.attach would accept a request naming another process's start time
-        "and claimed_start_time != worker.start_time",
+        "and claimed_start_time != start_time",
         "and False",
         ["PidReuseTest.test_reused_pid_is_never_signalled_with_pidfd",
          "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time",
@@ -400,7 +400,7 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "tree-no-parent-check",  # the walk would take a pid reused by a process that is not the listed child
-        "if _proc_stat(pid)[0] != parent.pid:  # the pid was reused meanwhile",
+        "if _proc_stat(pid)[0] != parent:  # the pid was reused meanwhile",
         "if False:",
         ["ProcessTreeTest.test_a_pid_reused_during_the_walk_is_left_alone"],
     ),
@@ -412,8 +412,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "send-signal-identity",  # without a pidfd, a worker whose pid has a new owner would be signalled
-        "elif self.is_alive():",
-        "elif True:",
+        "        if not alive:\n            raise ProcessLookupError",
+        "        if False:\n            raise ProcessLookupError",
         ["PidReuseWithoutRootTest.test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time"],
     ),
     (
