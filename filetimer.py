@@ -391,6 +391,7 @@ def _after_fork_in_child() -> None:
     for client in list(_clients):
         client._lock = threading.RLock()
         client._kept.clear()  # the parent's releases: the parent delivers them
+        client._sending = False
         client._deliverer = None
         for fd in (client._fd, client._stale_fd):
             if fd is not None:  # the parent's handle, maybe mid-write: the child opens its own
@@ -442,6 +443,7 @@ class FileTimerClient:
         self._stale_fd: Optional[int] = None
         self._kept: Dict[str, bytes] = {}  # lines no server has read yet, by scope, oldest first
         self._deliverer: Optional[threading.Thread] = None  # retries the kept lines
+        self._sending = False  # inside _deliver: a send from a signal handler goes alone
         self._lock = threading.RLock()  # guards the above; reentrant for a signal handler that sends
         # (pid, line end of a release, line end of an acquire that promises a dump), redone after fork
         self._identity: Tuple[int, str, str] = (0, "", "")
@@ -492,16 +494,9 @@ class FileTimerClient:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
         retry = later is None
         try:
-            if self._kept:
+            if self._kept or self._keep_open:
                 with self._lock:
                     self._deliver(line, retry)
-            elif self._keep_open:
-                with self._lock:
-                    fd, self._fd = self._fd, None
-                    fd = self._write_line(fd, line, retry)
-                    if self._fd is not None:  # a signal handler sent meanwhile, on a handle of its own
-                        os.close(self._fd)
-                    self._fd = fd
             else:
                 os.close(self._write_line(None, line, retry))
             return
@@ -516,19 +511,29 @@ class FileTimerClient:
                 self._deliverer.start()
 
     def _deliver(self, line: Optional[bytes], retry: bool) -> None:
-        """Write the kept lines, then ``line``, in order (lock held); BrokenPipeError if no server reads."""
-        fd, self._fd = self._fd, None
-        for scope, kept in list(self._kept.items()):
-            fd = self._write_line(fd, kept, retry)
-            del self._kept[scope]
-        if line is not None:
-            fd = self._write_line(fd, line, retry)
-        if fd is not None and self._keep_open:
-            if self._fd is not None:  # a signal handler sent meanwhile, on a handle of its own
-                os.close(self._fd)
-            self._fd = fd
-        elif fd is not None:
-            os.close(fd)
+        """Write the kept lines, then ``line``, in order (lock held); BrokenPipeError if no server reads.
+
+        A signal handler that interrupted this very delivery sends on a handle of its own instead.
+        """
+        if self._sending:
+            if line is not None:
+                os.close(self._write_line(None, line, retry))
+            return
+        self._sending = True
+        try:
+            fd, self._fd = self._fd, None
+            for scope, kept in list(self._kept.items()):
+                fd = self._write_line(fd, kept, retry, self._keep_open)
+                if self._kept.get(scope) is kept:  # else a signal handler kept a newer one meanwhile
+                    del self._kept[scope]
+            if line is not None:
+                fd = self._write_line(fd, line, retry, self._keep_open)
+            if fd is not None and self._keep_open:
+                self._fd = fd
+            elif fd is not None:
+                os.close(fd)
+        finally:
+            self._sending = False
 
     def _deliver_kept(self) -> None:
         """Retry the kept lines, backing off to once a second, until a server has read them all."""
@@ -547,11 +552,12 @@ class FileTimerClient:
                     self._deliverer = None
                     return
 
-    def _write_line(self, fd: Optional[int], line: bytes, retry: bool = True) -> int:
+    def _write_line(self, fd: Optional[int], line: bytes, retry: bool = True, hold: bool = False) -> int:
         """Write one whole line on fd (opened if None) and return the fd; the fd is closed on failure.
 
-        Waits out a full pipe; reopens once when the server that had the pipe open is gone.
-        Without ``retry`` an absent server is not waited for.
+        Waits out a full pipe; reopens once when the server that had the pipe open is gone. Without
+        ``retry`` an absent server is not waited for. With ``hold`` (lock held) a pipe whose server
+        went away stays open until a server reads again: what the dead one had not read survives in it.
         """
         deadline = None
         reopened = False
@@ -560,7 +566,7 @@ class FileTimerClient:
                 fd = self._open() if retry else self._open_once()
             try:
                 os.write(fd, line)  # all or nothing: len(line) <= PIPE_BUF
-                if self._stale_fd is not None:  # a server reads again: what that pipe held is read, or lost
+                if hold and self._stale_fd is not None:  # a server reads again: that pipe's lines are read, or lost
                     os.close(self._stale_fd)
                     self._stale_fd = None
                 return fd
@@ -572,7 +578,7 @@ class FileTimerClient:
                     raise TimeoutError("the filetimer server at %s did not read its pipe for %.1f s"
                                        % (self._file_path, self._timeout)) from None
             except BrokenPipeError:
-                if self._keep_open:  # lock held: keep the pipe, and what is unread in it, for the next server
+                if hold:
                     fd, self._stale_fd = self._stale_fd, fd
                 if fd is not None:
                     os.close(fd)

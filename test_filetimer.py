@@ -133,6 +133,7 @@ class FiletimerTestCase(TimeLimitedTestCase):
         self.path = os.path.join(self.dir, "timer.fifo")
         self.events = []
         self.event_times = []  # time.monotonic() of each event
+        self.servers = []
 
     def record(self, name, request):
         self.events.append((name, request))
@@ -143,6 +144,10 @@ class FiletimerTestCase(TimeLimitedTestCase):
         return self.event_times[self.event_names().index(name)]
 
     def event_names(self, pid=None):
+        # A server reports a pass's events after its signals: a pass under way (holding the lock) ends first.
+        for server in self.servers:
+            with server._lock:
+                pass
         return [name for name, request in self.events if pid is None or (request and request.worker_pid == pid)]
 
     def serve(self, **options):
@@ -151,6 +156,7 @@ class FiletimerTestCase(TimeLimitedTestCase):
         options.setdefault("dump_grace", 0)  # no 0.1 s wait per kill: the tests of dumps ask for them
         server = FileTimerServer(**options)
         self.addCleanup(server.stop)
+        self.servers.append(server)
         server.start()
         return server
 

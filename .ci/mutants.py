@@ -139,16 +139,10 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "kept-after-new",  # a kept release would be delivered after a newer acquire of its scope, cancelling it
-        "        for scope, kept in list(self._kept.items()):\n"
-        "            fd = self._write_line(fd, kept, retry)\n"
-        "            del self._kept[scope]\n"
-        "        if line is not None:\n"
-        "            fd = self._write_line(fd, line, retry)\n",
-        "        if line is not None:\n"
-        "            fd = self._write_line(fd, line, retry)\n"
-        "        for scope, kept in list(self._kept.items()):\n"
-        "            fd = self._write_line(fd, kept, retry)\n"
-        "            del self._kept[scope]\n",
+        "            fd, self._fd = self._fd, None\n            for scope, kept in list(self._kept.items()):",
+        "            fd, self._fd = self._fd, None\n            if line is not None:\n"
+        "                fd = self._write_line(fd, line, retry, self._keep_open)\n                line = None\n"
+        "            for scope, kept in list(self._kept.items()):",
         ["StateFileTest.test_a_kept_release_never_cancels_a_later_acquire"],
     ),
     (
