@@ -270,21 +270,24 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 
 
-def _retry(max_retries: int, sleep_time: float) -> Callable[[_F], _F]:
-    """Call the function up to max_retries times, sleep_time apart, while no server is there (BrokenPipeError)."""
+def _retry(sleep_time: float) -> Callable[[Callable[[Any], int]], Callable[..., int]]:
+    """The card's retry decorator, for the client's open: while no server reads the FIFO (BrokenPipeError),
+    try again ``sleep_time`` apart for up to the client's ``connect_timeout``; ``wait=False`` tries once."""
 
-    def decorate(func: _F) -> _F:
+    def decorate(func: Callable[[Any], int]) -> Callable[..., int]:
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            for attempt in range(max_retries):
+        def wrapper(client: Any, wait: bool = True) -> int:
+            tries = max(1, round(client._connect_timeout / sleep_time)) if wait else 1
+            for attempt in range(tries):
                 try:
-                    return func(*args, **kwargs)
+                    return func(client)
                 except BrokenPipeError:
-                    if attempt == max_retries - 1:
+                    if attempt == tries - 1:
                         raise
                     time.sleep(sleep_time)
+            raise AssertionError("unreachable")
 
-        return cast(_F, wrapper)
+        return wrapper
 
     return decorate
 
@@ -361,6 +364,20 @@ def _process_start_time(pid: int) -> Optional[int]:
         return None
 
 
+def _served_by_filetimer(fd: int) -> bool:
+    """Whether a filetimer server reads this FIFO: it holds an exclusive flock on its end, torch's none."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except (ImportError, OSError):  # no flock here: write and close, which every server reads
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
 def _register_stack_dump() -> int:
     """Have faulthandler dump every thread's stack to stderr on _DUMP_SIGNAL; return it, or 0.
 
@@ -407,12 +424,14 @@ if hasattr(os, "register_at_fork"):
 class FileTimerClient:
     """Sends timer requests for the calling process to a FileTimerServer.
 
-    By default each request opens the FIFO, writes one line and closes it, as
-    torch's client does: torch's server only checks deadlines when its pipe
-    reaches end-of-file. ``keep_open=True`` holds the FIFO open between
-    requests (faster; for filetimer servers) and reopens it after a server
-    restart. With no server reading, ``acquire`` raises BrokenPipeError (the
-    worker is unguarded), while ``release`` returns at once and the release
+    The FIFO is held open between requests when a filetimer server reads it
+    (it holds an exclusive flock on its end; looked at once per FIFO), and
+    opened, written and closed per request otherwise: torch's server only
+    checks deadlines when its pipe reaches end-of-file. ``keep_open`` True or
+    False forces either. A held FIFO is reopened after a server restart; a
+    server that is away is waited for ``connect_timeout`` seconds. With no
+    server reading, ``acquire`` then raises BrokenPipeError (the worker is
+    unguarded), while ``release`` returns at once and the release
     is kept: it is delivered, in order with later requests, by the next
     request or a background retry as soon as a server reads again (a
     restarted server has restored the timer). A full pipe is waited on for up to ``timeout`` seconds,
@@ -428,16 +447,22 @@ class FileTimerClient:
         signal: int = _SIGKILL,
         *,
         timeout: float = 10.0,
-        keep_open: bool = False,
+        keep_open: Optional[bool] = None,
         dump_stacks: bool = True,
+        connect_timeout: float = 1.0,
     ) -> None:
         _require_posix()
+        _check_seconds("timeout", timeout)
+        _check_seconds("connect_timeout", connect_timeout)
         self._file_path = _resolve_path(file_path)
         self.signal = signal
         self._timeout = timeout
-        self._keep_open = keep_open
+        self._connect_timeout = connect_timeout
+        self._keep_open = keep_open  # None: not decided yet
+        self._per_fifo = keep_open is None  # decided by the server of each FIFO (dev, ino), that one:
+        self._fifo: Optional[Tuple[int, int]] = None
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
-        self._fd: Optional[int] = None  # held only with keep_open
+        self._fd: Optional[int] = None  # held only while keeping the FIFO open
         # With keep_open, a handle whose server went away stays open until a server reads again: the
         # lines in that pipe which the crashed server did not read survive for a restarted one.
         self._stale_fd: Optional[int] = None
@@ -494,7 +519,7 @@ class FileTimerClient:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
         retry = later is None
         try:
-            if self._kept or self._keep_open:
+            if self._kept or self._keep_open is not False:
                 with self._lock:
                     self._deliver(line, retry)
             else:
@@ -523,11 +548,11 @@ class FileTimerClient:
         try:
             fd, self._fd = self._fd, None
             for scope, kept in list(self._kept.items()):
-                fd = self._write_line(fd, kept, retry, self._keep_open)
+                fd = self._write_line(fd, kept, retry, bool(self._keep_open))
                 if self._kept.get(scope) is kept:  # else a signal handler kept a newer one meanwhile
                     del self._kept[scope]
             if line is not None:
-                fd = self._write_line(fd, line, retry, self._keep_open)
+                fd = self._write_line(fd, line, retry, bool(self._keep_open))
             if fd is not None and self._keep_open:
                 self._fd = fd
             elif fd is not None:
@@ -563,7 +588,7 @@ class FileTimerClient:
         reopened = False
         while True:
             if fd is None:
-                fd = self._open() if retry else self._open_once()
+                fd = self._open(retry)
             try:
                 os.write(fd, line)  # all or nothing: len(line) <= PIPE_BUF
                 if hold and self._stale_fd is not None:  # a server reads again: that pipe's lines are read, or lost
@@ -590,14 +615,10 @@ class FileTimerClient:
                 os.close(fd)
                 raise
 
+    @_retry(sleep_time=0.1)
     def _open(self) -> int:
-        """Open the FIFO for writing; while no server reads it, try again a few times, then BrokenPipeError."""
-        try:
-            return self._open_once()
-        except BrokenPipeError:
-            return self._open_retrying()
-
-    def _open_once(self) -> int:
+        """Open the FIFO for writing, and on a new FIFO decide whether to keep it open; BrokenPipeError if no
+        server reads it, PermissionError if another user owns it."""
         try:
             # Non-blocking: with no reader the open fails (ENXIO) instead of hanging.
             fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -607,20 +628,20 @@ class FileTimerClient:
             if e.errno == errno.ENXIO:  # another user's FIFO is refused, read or not
                 with contextlib.suppress(FileNotFoundError):
                     _check_owner(self._file_path, os.stat(self._file_path), "the FIFO")
-            raise BrokenPipeError(e.errno, ("no filetimer server is reading %s" if e.errno == errno.ENXIO else
-                                            "%s does not exist: no filetimer server serves it")
-                                  % self._file_path) from e
+            raise BrokenPipeError(errno.EPIPE, "no server is reading %s%s" % (
+                self._file_path, "" if e.errno == errno.ENXIO else " (it does not exist)")) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISFIFO(st.st_mode):
                 raise OSError(errno.EINVAL, "%s is not a FIFO" % self._file_path)
             _check_owner(self._file_path, st, "the FIFO")
+            if self._per_fifo and self._fifo != (st.st_dev, st.st_ino):
+                self._fifo = (st.st_dev, st.st_ino)
+                self._keep_open = _served_by_filetimer(fd)
         except BaseException:
             os.close(fd)
             raise
         return fd
-
-    _open_retrying = _retry(max_retries=4, sleep_time=0.1)(_open_once)
 
     def _wait_writable(self, fd: int, deadline: float) -> bool:
         """Wait until the pipe has room; False once the deadline has passed."""
@@ -1097,6 +1118,14 @@ def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
     return fd, (opened.st_dev, opened.st_ino)
 
 
+def _mark_as_filetimers(fd: int) -> None:
+    """An exclusive flock on the server's end of its FIFO: clients keep the FIFO open for it (not for torch's)."""
+    with contextlib.suppress(ImportError, OSError):  # no flock: clients write and close, which works too
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while a client looks (LOCK_SH, at once released)
+
+
 def _fifo_has_reader(path: str) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
@@ -1448,6 +1477,7 @@ class FileTimerServer:
         self._reserve: List[int] = []
         self._hold_reserve()
         self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
+        _mark_as_filetimers(self._read_fd)
         # Our own writer: the FIFO never reaches end-of-file, so no client
         # has to connect first and the read loop never spins.
         self._hold_fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
@@ -1495,11 +1525,13 @@ class FileTimerServer:
         self._log_event("watchdog stopped", None)
 
     def run_once(self) -> None:
-        """Process what is in the pipe and every expired timer once, then stop (as torch does)."""
+        """Apply everything in the pipe and reap every expired timer, once; then stop (as torch does)."""
         self._stop_thread()
         with self._lock:
             if not self._closed:
-                self._run_pass(self._selector.select(0))
+                while self._read_requests():
+                    pass
+                self._run_pass([])
         self.stop()
 
     def __enter__(self) -> "FileTimerServer":
@@ -1669,7 +1701,7 @@ class FileTimerServer:
         if self._reaped_signal and self._exit_on_reap:
             _log.warning("exit_on_reap: signalling the server's own process %d with %s", os.getpid(),
                          _signal_name(self._reaped_signal))
-            os.kill(os.getpid(), self._reaped_signal)
+            self._reap_worker(os.getpid(), self._reaped_signal)
         if now >= self._next_beat:
             self._next_beat = now + self._max_interval
             self._forget_idle_workers()
@@ -1915,25 +1947,39 @@ class FileTimerServer:
                 self._kill(self._workers[pid], sig, request, event, now)
 
     def _kill(self, worker: _Worker, sig: int, request: FileTimerRequest, event: str, now: float) -> None:
-        """Send a reaping signal (for SIGKILL, to the worker's whole tree); schedule escalation."""
+        """Reap a worker with ``sig`` (through _reap_worker); schedule its escalation; record and report it."""
         self._free_reserve()
-        descendants = None
-        if sig == _SIGKILL and self._kill_tree:
-            descendants = self._kill_process_tree(worker)
-            sent = descendants is not None
-        else:
-            sent = self._signal(worker, sig)
-        if sent and self._kill_after is not None and sig != _SIGKILL:
+        sent = self._reap_worker(worker.pid, sig)
+        if sent and self._kill_after is not None and sig != _SIGKILL and worker.pid in self._workers:
             self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,
                                            dataclasses.replace(request, signal=_SIGKILL), "escalate worker process")
         self._journal(self._worker_record(worker.pid))  # signalled for the last time, or when to escalate
         if not sent:
             return
-        killed = "" if descendants is None else " and its %d descendant%s" % (descendants, "" if descendants == 1
-                                                                             else "s")
-        self._events.append((event, request, "%s: pid %d (scope %r) with %s%s" % (
-            event, worker.pid, request.scope_id, _signal_name(sig), killed)))
+        self._events.append((event, request, "%s: pid %d (scope %r) with %s" % (
+            event, worker.pid, request.scope_id, _signal_name(sig))))
         self._reaped_signal = sig
+
+    def _reap_worker(self, worker_pid: int, signal: int) -> bool:
+        """Signal a worker being reaped: SIGKILL takes its whole tree; only the process that armed the timer.
+
+        Every reap goes through here, as in torch's server (exit_on_reap's signal to the server's own
+        process too): a subclass may override it, and True counts as reaped.
+        """
+        if worker_pid == os.getpid() and self._exit_on_reap:
+            os.kill(worker_pid, signal)
+            return True
+        worker = self._workers.get(worker_pid)
+        if worker is None:
+            return False
+        if signal == _SIGKILL and self._kill_tree:
+            return self._kill_process_tree(worker) is not None
+        return self._signal(worker, signal)
+
+    @property
+    def _request_count(self) -> int:
+        """torch's name for request_count."""
+        return self.request_count
 
     def _kill_process_tree(self, worker: _Worker) -> Optional[int]:
         """SIGKILL the worker and every descendant it has, none of which can fork away meanwhile.
@@ -2002,6 +2048,8 @@ class FileTimerServer:
         if unread:
             _log.error("kill worker process: pid %d: %d processes of its tree could not be read (file descriptors "
                        "or /proc): their children may live on", worker.pid, len(unread))
+        if len(tree) > 1:
+            _log.info("kill worker process: pid %d: %d descendants killed with it", worker.pid, len(tree) - 1)
         return len(tree) - 1
 
     @staticmethod
@@ -2182,10 +2230,12 @@ class FileTimerServer:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit status 2."""
+    """argparse, but a usage error is one line on stderr and exit status 2 (``run``: 125)."""
+
+    usage_status = 2
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+        self.exit(self.usage_status, "%s: error: %s (see --help)\n" % (self.prog, message))
 
 
 def _seconds(text: str) -> float:
@@ -2306,6 +2356,24 @@ def _build_parser() -> argparse.ArgumentParser:
                              "process, that is the shell that runs this command)")
         command.add_argument("--path", help=fifo_help)
 
+    run = commands.add_parser("run", help="run a command that the server kills, with its tree, if it outlives "
+                              "SECONDS", description="Arm a timer for this process, then exec COMMAND in it: "
+                              "the command itself (same pid, same start time) is signalled at the deadline and, "
+                              "with SIGKILL, its whole tree, as coreutils timeout does but enforced from outside.",
+                              epilog="Exit status: the command's; 125 if filetimer fails (no server, bad arguments) "
+                              "and the command is not run; 126 if COMMAND cannot be run, 127 if it is not found.")
+    run.usage_status = 125
+    run.set_defaults(run=_run)
+    run.add_argument("--after", type=_positive_seconds, required=True, metavar="SECONDS",
+                     help="seconds from now until the command is signalled")
+    run.add_argument("--signal", type=_signal_number, default=_SIGKILL, metavar="SIGNAL",
+                     help="signal name or number: KILL (default), TERM, ...")
+    run.add_argument("--scope", default="run", help="the timer's name (default: run)")
+    run.add_argument("--path", help=fifo_help)
+    run.add_argument("--unguarded-ok", action="store_true",
+                     help="with no server, run the command anyway, unguarded (said on stderr)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
+
     status = commands.add_parser("status", help="whether a server serves a FIFO, and its active timers",
                                  description="Tell whether a server is serving PATH and list its active timers "
                                  "from the state file beside it.",
@@ -2376,6 +2444,30 @@ def _acquire(args: argparse.Namespace) -> int:
 
 def _release(args: argparse.Namespace) -> int:
     return _send_for(args, -1, 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Arm a timer for this very process, then become the command: the same pid, the same identity."""
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        print("filetimer run: error: no command to run (see --help)", file=sys.stderr)
+        return 125
+    try:
+        request = FileTimerRequest(os.getpid(), args.scope, time.time() + args.after, args.signal,
+                                   _process_start_time(os.getpid()))  # no dump offered: the command has no handler
+        FileTimerClient(args.path, dump_stacks=False, keep_open=False)._send_request(request)
+    except (OSError, ValueError) as e:
+        if not (args.unguarded_ok and isinstance(e, BrokenPipeError)):
+            print("filetimer run: error: %s; %s not run" % (e, command[0]), file=sys.stderr)
+            return 125
+        print("filetimer run: warning: %s; running %s unguarded" % (e, command[0]), file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        print("filetimer run: error: cannot run %s: %s" % (command[0], e.strerror), file=sys.stderr)
+        return 127 if e.errno == errno.ENOENT else 126
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -2449,7 +2541,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.run(args))
     except BrokenPipeError as e:  # no server reads the FIFO: a shell script may choose to carry on unguarded
         print("filetimer: error: %s" % e, file=sys.stderr)
-        return 2 if e.errno == errno.ENOENT else 3
+        return 3 if os.path.lexists(_resolve_path(getattr(args, "path", None))) else 2
     except (OSError, ValueError) as e:
         print("filetimer: error: %s" % e, file=sys.stderr)
         return 2

@@ -539,19 +539,26 @@ class LifecycleTest(FiletimerTestCase):
 
 class ClientTest(FiletimerTestCase):
     def test_no_server_raises_broken_pipe(self):
-        # An acquire tries to open the FIFO four times, with three 0.1 s sleeps (recorded here, not slept);
-        # a release does not wait: it is kept, for the background delivery (held back here).
+        # An acquire tries to open the FIFO for connect_timeout (1 s): ten tries, nine 0.1 s sleeps (recorded
+        # here, not slept); a release does not wait: it is kept, for the background delivery (held back here).
         with mock.patch.object(filetimer.time, "sleep") as slept, \
                 mock.patch.object(FileTimerClient, "_deliver_kept", lambda client: None):
             with FileTimerClient(self.path) as client:
                 self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
             os.mkfifo(self.path)  # a FIFO nobody reads
-            for keep_open in (False, True):
+            for keep_open in (None, False, True):
                 with FileTimerClient(self.path, keep_open=keep_open) as client:
-                    self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
+                    with self.assertRaises(BrokenPipeError) as caught:
+                        client.acquire("s", time.time() + 1)
                     client.release("s")
                     self.assertEqual(list(client._kept), ["s"])
-        self.assertEqual(slept.call_args_list, [mock.call(0.1)] * 3 * 3)
+            with FileTimerClient(self.path, connect_timeout=0) as client:  # one try, no sleep
+                self.assertRaises(BrokenPipeError, client.acquire, "s", time.time() + 1)
+        self.assertEqual(slept.call_args_list, [mock.call(0.1)] * 9 * 4)
+        error = caught.exception  # one clear line: EPIPE, the path, no chained error, no server named
+        self.assertEqual((error.errno, str(error)), (errno.EPIPE, "[Errno 32] no server is reading %s" % self.path))
+        self.assertIsNone(error.__cause__)
+        self.assertTrue(error.__suppress_context__)
 
     def test_request_over_pipe_buf_is_refused_before_writing(self):
         server = self.serve()
@@ -561,14 +568,26 @@ class ClientTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: server.request_count == 1))
         self.assertEqual(server.rejected_count, 0)
 
-    def test_fifo_is_closed_after_each_request_unless_keep_open(self):
+    def test_the_fifo_is_held_open_for_a_filetimer_server_only(self):
         server = self.serve()
-        with FileTimerClient(self.path) as closing, FileTimerClient(self.path, keep_open=True) as held:
-            closing.release("a")
-            held.release("b")
+        with FileTimerClient(self.path) as default, FileTimerClient(self.path, keep_open=False) as closing:
+            default.release("a")
+            closing.release("b")
+            self.assertIsNotNone(default._fd)  # a filetimer server: held
             self.assertIsNone(closing._fd)
-            self.assertIsNotNone(held._fd)
         self.assertTrue(wait_for(lambda: server.request_count == 2))
+        # A server that holds no lock on its end, as torch's: each request is written and closed, and the
+        # server reaches end-of-file after it (torch's looks at its deadlines only there).
+        other = os.path.join(self.dir, "torch.fifo")
+        os.mkfifo(other, 0o600)
+        reader = self.spawn([*PYTHON, "-c", "import sys\nwith open(sys.argv[1]) as f:\n    print(f.readline().strip(),"
+                             " flush=True)\n    print(repr(f.readline()), flush=True)\n", other],
+                            stdout=subprocess.PIPE, text=True)
+        with FileTimerClient(other) as default:
+            default.acquire("c", time.time() + 600)  # retried until the reader has opened its end
+            self.assertIsNone(default._fd)
+            self.assertIn('"scope_id": "c"', reader.stdout.readline())
+            self.assertEqual(reader.stdout.readline().strip(), "''")  # end-of-file
 
     def test_expires_without_a_client_raises(self):
         guard = filetimer.expires(after=1)
@@ -904,6 +923,68 @@ class SmallHostileCasesTest(FiletimerTestCase):
         self.assertIn("most recent call first", self.read_log(worker))
         with open(log) as f:
             self.assertNotIn("most recent call first", f.read())
+
+
+class RunAndHooksTest(FiletimerTestCase):
+    """`filetimer run` for shells and Makefiles, and torch's server hooks."""
+
+    def test_run_passes_the_exit_status_through(self):
+        server = self.serve()
+        result = cli("run", "--after", "5", "--path", self.path, "--", "sh", "-c", "echo out; exit 7")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (7, "out\n", ""))
+        self.assertTrue(wait_for(lambda: server.request_count == 1 and server.timers() == []))
+
+    def test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree(self):
+        self.serve()
+        # As make runs a recipe line: sh -c; the command is the shell that run became, with a child.
+        recipe = self.spawn(["sh", "-c", "%s -S -m filetimer run --after 0.3 --path %s -- sh -c 'sleep 60 & "
+                             "echo $!; sleep 60'" % (sys.executable, self.path)], stdout=subprocess.PIPE, text=True)
+        child = int(recipe.stdout.readline())
+        start_time = filetimer._process_start_time(child)
+        self.assertEqual(recipe.wait(SLACK), 128 + signal.SIGKILL)  # the recipe fails: make stops
+        self.assertEqual(self.event_names(), ["watchdog started", "timer expired", "kill worker process"])
+        self.assertTrue(wait_for(lambda: not alive(child, start_time)))
+
+    def test_run_without_a_server_or_with_bad_arguments_does_not_run_the_command(self):
+        marker = os.path.join(self.dir, "ran")
+        for args, status in ((["--after", "5", "--path", self.path], 125),  # no server
+                             (["--after", "-1"], 125), (["--after", "5", "--signal", "NOPE"], 125),
+                             (["--after", "5", "--unguarded-ok", "--path", self.path], 0),
+                             (["--after", "5", "--unguarded-ok", "--path", self.path, "--", "/nonexistent"], 127)):
+            with self.subTest(args=args):
+                command = [] if "/nonexistent" in args else ["--", "touch", marker]
+                lines = 2 if not command else 1
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(marker)
+                result = cli("run", *args, *command)
+                self.assertEqual(result.returncode, status, result.stderr)
+                self.assertEqual(len(result.stderr.strip().splitlines()), lines, result.stderr)
+                self.assertEqual(os.path.exists(marker), status == 0)
+                if status == 0:
+                    self.assertIn("unguarded", result.stderr)
+        self.assertEqual(cli("run", "--after", "5").returncode, 125)  # no command
+
+    def test_every_reap_goes_through_reap_worker_which_a_subclass_may_override(self):
+        calls = []
+
+        class Recording(FileTimerServer):
+            def _reap_worker(self, worker_pid, signal):  # as torch's subclasses do
+                calls.append((worker_pid, signal))
+                return super()._reap_worker(worker_pid, signal) if signal == 9 else True
+
+        server = Recording(self.path, log_event=self.record, dump_grace=0)
+        self.addCleanup(server.stop)
+        self.servers.append(server)
+        server.start()
+        killed, spared = self.spawn_sleeper(), self.spawn_sleeper()
+        server.register_timers([FileTimerRequest(killed.pid, "s", time.time() + 0.2, 9),
+                                FileTimerRequest(spared.pid, "s", time.time() + 0.2, 15)])
+        self.assertEqual(server._request_count, 2)
+        self.assertEqual(killed.wait(SLACK), -signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: len(self.event_names()) == 5))
+        self.assertEqual(sorted(calls), sorted([(killed.pid, 9), (spared.pid, 15)]))
+        self.assertEqual(self.event_names(spared.pid), ["timer expired", "kill worker process"])  # counted
+        self.assertIsNone(spared.poll())  # the subclass chose not to signal it
 
 
 class ForbiddenPidTest(FiletimerTestCase):

@@ -263,6 +263,30 @@ MUTANTS: List[Mutant] = [
         ["SmallHostileCasesTest.test_status_prints_any_scope_and_any_deadline"],
     ),
     (
+        "no-flock-mark",  # clients could not tell a filetimer server: the default client would write and close
+        "        _mark_as_filetimers(self._read_fd)\n",
+        "",
+        ["ClientTest.test_the_fifo_is_held_open_for_a_filetimer_server_only"],
+    ),
+    (
+        "held-for-torch",  # the default client would hold torch's FIFO open, and torch's server never reap
+        "    fcntl.flock(fd, fcntl.LOCK_UN)\n    return False",
+        "    fcntl.flock(fd, fcntl.LOCK_UN)\n    return True",
+        ["ClientTest.test_the_fifo_is_held_open_for_a_filetimer_server_only"],
+    ),
+    (
+        "reap-bypasses-hook",  # a subclass's _reap_worker (torch's extension point) would not be called
+        "        sent = self._reap_worker(worker.pid, sig)",
+        "        sent = FileTimerServer._reap_worker(self, worker.pid, sig)",
+        ["RunAndHooksTest.test_every_reap_goes_through_reap_worker_which_a_subclass_may_override"],
+    ),
+    (
+        "run-unarmed",  # filetimer run would exec the command without arming its timer
+        "        FileTimerClient(args.path, dump_stacks=False, keep_open=False)._send_request(request)",
+        "        pass",
+        ["RunAndHooksTest.test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
