@@ -147,7 +147,7 @@ elif keep_open.startswith("bare"):  # the floor: os calls with ready-made lines,
     client = Bare()
 else:
     from filetimer import FileTimerClient
-    client = FileTimerClient(path, keep_open=keep_open == "1")
+    client = FileTimerClient(path, keep_open={"1": True, "0": False}.get(keep_open))  # "auto": the default
 sent = errors = 0
 kinds = set()
 while time.time() < start_at:
@@ -524,7 +524,7 @@ def wait_all(pids, patience):
 # --- the rows ----------------------------------------------------------------------
 
 
-def bench_pair(impl, path, runs, pairs, keep_open=False):
+def bench_pair(impl, path, runs, pairs, keep_open=None):
     """Median µs for one acquire+release through the client, server in another process; then reset()."""
     with ServerProcess(impl, path) as server:
         if impl == "torch":
@@ -555,7 +555,7 @@ def bench_pair(impl, path, runs, pairs, keep_open=False):
                         samples.append(time.perf_counter_ns() - started)
                     resets.append(statistics.median(samples) / 1000)
             result["reset_us"] = statistics.median(resets)
-            result["floor_us"] = bare_pair_us(path, runs, pairs, keep_open)
+            result["floor_us"] = bare_pair_us(path, runs, pairs, keep_open is not False)
         client_close = getattr(client, "close", None)
         if client_close:
             client_close()
@@ -625,7 +625,8 @@ def bench_ingest(impl, path, runs, pairs_per_writer, mode="default", writers=4, 
             cpu = cpu_seconds(server.pid)
             start_at = time.time() + 0.5
             children = [spawner(impl).spawn(WRITER, [impl, path, str(pairs_per_writer), str(start_at),
-                                                     {"default": "0", "keep_open": "1"}.get(mode, mode)])
+                                                     {"default": "auto", "closing": "0", "keep_open": "1"}.get(
+                                                         mode, mode)])
                         for _ in range(writers)]
             sent = 0
             server.wait_for_count(base + writers * pairs_per_writer * 2, patience=max_interval + 1.5)
@@ -1105,17 +1106,22 @@ def within_grace(v, figures):
 
 # (key, label, unit, target as text, check(value, all figures) or None)
 ROWS = [
-    ("pair_default_us", "acquire+release pair, default client (server in another process)", "µs", "<= 10",
-     at_most(10)),
-    ("pair_default_floor_us", "  floor: its system calls alone (open, fstat, write, close; twice)", "µs", "-",
-     None),
-    ("pair_keep_open_us", "acquire+release pair, keep_open=True", "µs", "<= 6", at_most(6)),
+    ("pair_default_us", "acquire+release pair, default client (server in another process)", "µs", "-", None),
+    ("pair_default_ratio", "  default / keep_open=True, same run", "", "<= 1.2", at_most(1.2)),
+    ("pair_keep_open_us", "acquire+release pair, keep_open=True", "µs", "<= 3 x floor",
+     lambda v, figures: v <= 3 * figures["pair_keep_open_floor_us"]),
     ("pair_keep_open_floor_us", "  floor: its two os.write calls alone", "µs", "-", None),
+    ("pair_closing_us", "acquire+release pair, keep_open=False (write and close, for torch's server)", "µs",
+     "<= 1.6 x floor", lambda v, figures: v <= 1.6 * figures["pair_closing_floor_us"]),
+    ("pair_closing_floor_us", "  floor: its system calls alone (open, fstat, write, close; twice)", "µs", "-",
+     None),
     ("pair_errors", "  pair errors (both clients)", "", "0", none),
     ("reset_default_us", "reset() of an armed timer, default client", "µs", "<= pair/2", half_pair("pair_default_us")),
     ("reset_keep_open_us", "reset() of an armed timer, keep_open=True", "µs", "<= pair/2",
      half_pair("pair_keep_open_us")),
-    ("ingest_default_rps", "ingest, 4 writer processes, default client", "req/s", ">= 120000", at_least(120000)),
+    ("ingest_default_rps", "ingest, 4 writer processes, default client", "req/s", "-", None),
+    ("ingest_default_ratio", "  default / keep_open=True, same run", "", ">= 0.9", at_least(0.9)),
+    ("ingest_closing_rps", "ingest, 4 writer processes, keep_open=False", "req/s", "-", None),
     ("ingest_default_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
     ("ingest_default_server_cpu_us", "  server's CPU per request", "µs", "-", None),
     ("ingest_bare_reopen_rps", "  floor: 4 writers of bare open, fstat, write, close; ready-made lines", "req/s", "-",
@@ -1234,13 +1240,17 @@ def measure(impl, quick, sections, log):
             result = bench_pair(impl, path, runs, pairs)
             figures["pair_default_us"], figures["pair_errors"] = result["pair_us"], result["pair_errors"]
             if ours:
-                figures["reset_default_us"], figures["pair_default_floor_us"] = result["reset_us"], result["floor_us"]
+                figures["reset_default_us"] = result["reset_us"]
                 result = bench_pair(impl, path, runs, pairs, keep_open=True)
                 figures["pair_keep_open_us"], figures["reset_keep_open_us"] = result["pair_us"], result["reset_us"]
                 figures["pair_keep_open_floor_us"] = result["floor_us"]
                 figures["pair_errors"] += result["pair_errors"]
+                figures["pair_default_ratio"] = figures["pair_default_us"] / figures["pair_keep_open_us"]
+                result = bench_pair(impl, path, runs, pairs, keep_open=False)
+                figures["pair_closing_us"], figures["pair_closing_floor_us"] = result["pair_us"], result["floor_us"]
+                figures["pair_errors"] += result["pair_errors"]
         if section("ingest"):
-            for mode in ("default", "bare-reopen", "keep_open", "bare") if ours else ("default",):
+            for mode in ("default", "closing", "bare-reopen", "keep_open", "bare") if ours else ("default",):
                 result = bench_ingest(impl, path, 1 if quick or not ours else 3, 5000 if quick or not ours else 12500,
                                       mode)
                 mode = mode.replace("-", "_")
@@ -1249,6 +1259,8 @@ def measure(impl, quick, sections, log):
                 figures["ingest_%s_writer_cpu_us" % mode] = result["writer_cpu_us"]
                 for key in ("ingest_lost", "ingest_errors", "ingest_crashed_writers"):
                     figures[key] = figures.get(key, 0) + result[key]
+            if ours:
+                figures["ingest_default_ratio"] = figures["ingest_default_rps"] / figures["ingest_keep_open_rps"]
         if section("expiry"):
             figures["expiry_misses"] = 0
             for max_interval in (0.1, 10):
