@@ -15,11 +15,13 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import unittest
@@ -987,6 +989,33 @@ class RunAndHooksTest(FiletimerTestCase):
         self.assertIsNone(spared.poll())  # the subclass chose not to signal it
 
 
+class ReadmeTest(FiletimerTestCase):
+    """The README's Python samples run as written."""
+
+    def samples(self):
+        with open(os.path.join(HERE, "README.md")) as f:
+            text = f.read()
+        return [textwrap.dedent(body) for body in re.findall(r"^( *)```python\n(.*?)^\1```", text, re.M | re.S)
+                for body in [body[1]]]
+
+    def test_every_python_sample_compiles_and_the_worker_and_supervisor_samples_run(self):
+        samples = self.samples()
+        self.assertGreaterEqual(len(samples), 3)
+        for sample in samples:
+            compile(sample, "README.md", "exec")  # a SyntaxError names the sample
+        worker = next(s for s in samples if "def save_checkpoint" in s)
+        supervisor = next(s for s in samples if "run_and_wait_for_workers()" in s)
+        stubs = ("import asyncio\ndef train_step(): pass\ndef train_on(batch): pass\nloader = [1, 2]\n"
+                 "async def all_reduce(): pass\ndef run_and_wait_for_workers(): pass\n")
+        server = self.serve()
+        for sample, path in ((worker, self.path), (supervisor, os.path.join(self.dir, "supervisor.fifo"))):
+            child = self.spawn([*PYTHON, "-c", stubs + sample + "\nprint('ran', flush=True)\n"],
+                               env=dict(ENV, FILETIMER_PATH=path), stdout=subprocess.PIPE, text=True)
+            out, _ = child.communicate(timeout=SLACK)
+            self.assertEqual((child.returncode, out.splitlines()[-1]), (0, "ran"), self.read_log(child))
+        self.assertTrue(wait_for(lambda: server.request_count == 6 and server.timers() == []))
+
+
 class ForbiddenPidTest(FiletimerTestCase):
     """Safety rule: pid <= 1, negative pids and the server's own pid are never signalled."""
 
@@ -1444,6 +1473,25 @@ class ShellTest(FiletimerTestCase):
                            start_new_session=True)
         self.addCleanup(kill_group, child.pid)  # the group outlives the shell while its children live
         return child
+
+    def test_the_readmes_term_recipe_stops_a_hung_step_under_bash_and_dash(self):
+        self.serve()
+        recipe = ("FT acquire --scope upload --after 0.3 --signal TERM --path PATH_\n"
+                  "sleep 60 & step=$!\necho $step\n"
+                  "trap 'kill \"$step\" 2>/dev/null; exit 143' TERM\nwait \"$step\"\n"
+                  "FT release --scope upload --path PATH_\n")
+        for shell in ("bash", "dash"):
+            if not shutil.which(shell):
+                continue
+            with self.subTest(shell):
+                script = self.spawn([shell, "-c", recipe.replace("FT", "%s -S -m filetimer" % sys.executable)
+                                     .replace("PATH_", self.path)], stdout=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+                self.addCleanup(kill_group, script.pid)
+                step = int(script.stdout.readline())
+                start_time = filetimer._process_start_time(step)
+                self.assertEqual(script.wait(SLACK), 143)  # the trap ran: at the deadline, not after the step
+                self.assertTrue(wait_for(lambda s=step, t=start_time: not alive(s, t)))
 
     def test_a_hung_guarded_shell_script_is_killed(self):
         self.serve()
