@@ -2355,6 +2355,8 @@ def _build_parser() -> argparse.ArgumentParser:
         command.add_argument("--pid", type=_worker_pid, help="the process the timer is for (default: the parent "
                              "process, that is the shell that runs this command)")
         command.add_argument("--path", help=fifo_help)
+        command.add_argument("--connect-timeout", type=_seconds, default=1.0, metavar="S",
+                             help="seconds to wait for a server that is restarting (default 1)")
 
     run = commands.add_parser("run", help="run a command that the server kills, with its tree, if it outlives "
                               "SECONDS", description="Arm a timer for this process, then exec COMMAND in it: "
@@ -2370,6 +2372,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="signal name or number: KILL (default), TERM, ...")
     run.add_argument("--scope", default="run", help="the timer's name (default: run)")
     run.add_argument("--path", help=fifo_help)
+    run.add_argument("--connect-timeout", type=_seconds, default=1.0, metavar="S",
+                     help="seconds to wait for a server that is restarting (default 1)")
     run.add_argument("--unguarded-ok", action="store_true",
                      help="with no server, run the command anyway, unguarded (said on stderr)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
@@ -2429,7 +2433,7 @@ def _send_for(args: argparse.Namespace, expiration_time: float, sig: int) -> int
     start_time = _process_start_time(pid)
     if start_time is None and not FileTimerServer.is_process_running(pid):
         raise ProcessLookupError(errno.ESRCH, "no process %d" % pid)
-    client = FileTimerClient(args.path, dump_stacks=False)
+    client = FileTimerClient(args.path, dump_stacks=False, connect_timeout=args.connect_timeout)
     client._send_request(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time))
     return 0
 
@@ -2455,7 +2459,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         request = FileTimerRequest(os.getpid(), args.scope, time.time() + args.after, args.signal,
                                    _process_start_time(os.getpid()))  # no dump offered: the command has no handler
-        FileTimerClient(args.path, dump_stacks=False, keep_open=False)._send_request(request)
+        FileTimerClient(args.path, dump_stacks=False, keep_open=False,
+                        connect_timeout=args.connect_timeout)._send_request(request)
     except (OSError, ValueError) as e:
         if not (args.unguarded_ok and isinstance(e, BrokenPipeError)):
             print("filetimer run: error: %s; %s not run" % (e, command[0]), file=sys.stderr)

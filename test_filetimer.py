@@ -949,10 +949,11 @@ class RunAndHooksTest(FiletimerTestCase):
 
     def test_run_without_a_server_or_with_bad_arguments_does_not_run_the_command(self):
         marker = os.path.join(self.dir, "ran")
-        for args, status in ((["--after", "5", "--path", self.path], 125),  # no server
+        no_wait = ["--path", self.path, "--connect-timeout", "0"]
+        for args, status in ((["--after", "5", *no_wait], 125),  # no server
                              (["--after", "-1"], 125),
-                             (["--after", "5", "--unguarded-ok", "--path", self.path], 0),
-                             (["--after", "5", "--unguarded-ok", "--path", self.path, "--", "/nonexistent"], 127)):
+                             (["--after", "5", "--unguarded-ok", *no_wait], 0),
+                             (["--after", "5", "--unguarded-ok", *no_wait, "--", "/nonexistent"], 127)):
             with self.subTest(args=args):
                 command = [] if "/nonexistent" in args else ["--", "touch", marker]
                 lines = 2 if not command else 1
@@ -1547,7 +1548,8 @@ class ShellTest(FiletimerTestCase):
             "missing scope": (2, ["release"]),
             "forbidden pid": (2, ["release", "--scope", "s", "--pid", "1"]),
             "no such process": (2, ["release", "--scope", "s", "--pid", str(2**22 + 1)]),
-            "missing FIFO": (2, ["acquire", "--scope", "s", "--after", "1", "--path", os.path.join(self.dir, "none")]),
+            "missing FIFO": (2, ["acquire", "--scope", "s", "--after", "1", "--path", os.path.join(self.dir, "none"),
+                                 "--connect-timeout", "0"]),
         }
         for name, (status, args) in cases.items():
             with self.subTest(name):
@@ -2284,7 +2286,7 @@ class ExpiresShapesTest(FiletimerTestCase):
         server, _ = self.spawn_server()
         worker = self.spawn(
             [*PYTHON, "-c", "import os, signal, sys, time, filetimer\npath = sys.argv[1]\n"
-             "filetimer.configure(filetimer.FileTimerClient(path))\n"
+             "filetimer.configure(filetimer.FileTimerClient(path, connect_timeout=0.2))\n"
              "with filetimer.expires(after=30):\n    sys.stdin.readline()\nprint('released', flush=True)\n"
              "try:\n    filetimer._configured_client.acquire('again', time.time() + 30)\n"
              "except BrokenPipeError:\n    print('unguarded', flush=True)\n", self.path],
@@ -2905,10 +2907,11 @@ class CommandLineErrorTest(FiletimerTestCase):
         missing_dir = os.path.join(self.dir, "no", "such", "x.fifo")
         cases = [
             (["serve", missing_dir], 2, os.path.dirname(os.path.dirname(missing_dir))),
-            (["acquire", "--scope", "s", "--after", "1", "--path", missing_dir], 2, missing_dir),
+            (["acquire", "--scope", "s", "--after", "1", "--path", missing_dir, "--connect-timeout", "0"], 2,
+             missing_dir),
             (["acquire", "--scope", "s", "--after", "1", "--path", regular], 2, regular),
-            (["acquire", "--scope", "s", "--after", "1", "--path", stale], 3, stale),
-            (["release", "--scope", "s", "--path", stale], 3, stale),
+            (["acquire", "--scope", "s", "--after", "1", "--path", stale, "--connect-timeout", "0"], 3, stale),
+            (["release", "--scope", "s", "--path", stale, "--connect-timeout", "0"], 3, stale),
         ]
         for args, status, named in cases:
             with self.subTest(args=args):
