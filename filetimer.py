@@ -1118,12 +1118,23 @@ def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
     return fd, (opened.st_dev, opened.st_ino)
 
 
-def _mark_as_filetimers(fd: int) -> None:
-    """An exclusive flock on the server's end of its FIFO: clients keep the FIFO open for it (not for torch's)."""
-    with contextlib.suppress(ImportError, OSError):  # no flock: clients write and close, which works too
+def _mark_as_filetimers(fd: int, path: str) -> None:
+    """An exclusive flock on the server's end of its FIFO: clients keep the FIFO open for it (not for torch's),
+    and a second server of the same FIFO is refused."""
+    try:
         import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while a client looks (LOCK_SH, at once released)
+    except ImportError:  # no flock: clients write and close, which works too
+        return
+    for _ in range(100):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:  # a client looking (it lets go at once), or another server
+            time.sleep(0.01)
+        except OSError:
+            return
+    os.close(fd)
+    raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
 
 
 def _fifo_has_reader(path: str) -> bool:
@@ -1477,7 +1488,7 @@ class FileTimerServer:
         self._reserve: List[int] = []
         self._hold_reserve()
         self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
-        _mark_as_filetimers(self._read_fd)
+        _mark_as_filetimers(self._read_fd, self._file_path)
         # Our own writer: the FIFO never reaches end-of-file, so no client
         # has to connect first and the read loop never spins.
         self._hold_fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))

@@ -1203,6 +1203,18 @@ class FifoPathTest(FiletimerTestCase):
             self.assertTrue(os.path.islink(path), name)
         self.assertFalse(os.path.exists("/nonexistent/x"))
 
+    def test_a_fifo_another_kind_of_server_reads_is_refused(self):
+        os.mkfifo(self.path, 0o600)  # read by a server that holds no lock on it, as torch's
+        reader = self.spawn([*PYTHON, "-c", "import sys, time\nwith open(sys.argv[1]) as f:\n    while True:\n"
+                             "        line = f.readline()\n        print(line.strip(), flush=True) if line else "
+                             "time.sleep(0.01)\n", self.path], stdout=subprocess.PIPE, text=True)
+        self.assertTrue(wait_for(lambda: filetimer._fifo_has_reader(self.path)))
+        with self.assertRaises(FileExistsError) as caught:
+            self.addCleanup(FileTimerServer(self.path).stop)
+        self.assertIn("already being served", str(caught.exception))
+        write_raw(self.path, b"still theirs\n")
+        self.assertEqual(reader.stdout.readline().strip(), "still theirs")
+
     def test_fifo_of_a_live_server_is_refused_and_that_server_keeps_working(self):
         first = self.serve()
         with self.assertRaises(FileExistsError) as caught:

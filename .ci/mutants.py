@@ -71,6 +71,7 @@ MUTANTS: List[Mutant] = [
         "if _fifo_has_reader(path):",
         "if False:",
         ["FifoPathTest.test_fifo_of_a_live_server_is_refused_and_that_server_keeps_working",
+         "FifoPathTest.test_a_fifo_another_kind_of_server_reads_is_refused",
          "CommandLineTest.test_bad_invocations_exit_2_with_one_line"],
     ),
     (
@@ -264,7 +265,7 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "no-flock-mark",  # clients could not tell a filetimer server: the default client would write and close
-        "        _mark_as_filetimers(self._read_fd)\n",
+        "        _mark_as_filetimers(self._read_fd, self._file_path)\n",
         "",
         ["ClientTest.test_the_fifo_is_held_open_for_a_filetimer_server_only"],
     ),
@@ -282,8 +283,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "run-unarmed",  # filetimer run would exec the command without arming its timer
-        "        FileTimerClient(args.path, dump_stacks=False, keep_open=False)._send_request(request)",
-        "        pass",
+        "connect_timeout=args.connect_timeout)._send_request(request)",
+        "connect_timeout=args.connect_timeout)",
         ["RunAndHooksTest.test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree"],
     ),
     (
