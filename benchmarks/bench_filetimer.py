@@ -893,7 +893,7 @@ def bench_state(path, runs, pairs_per_writer, timers):
                "state_ingest_on_rps": statistics.median(rates["on"])}
     figures["state_ingest_ratio"] = figures["state_ingest_on_rps"] / figures["state_ingest_off_rps"]
     for key, options in (("off", {}), ("on", {"state_file": state_file})):
-        many = bench_many("ours", path, timers, 2, **options)
+        many = bench_many("ours", path, timers, 2, max_timers_per_pid=timers, **options)
         figures["state_many_%s_rss_mb" % key] = many["many_rss_mb"]
         figures["state_many_%s_cpu_ms_per_s" % key] = many["many_cpu_ms_per_s"]
         figures["state_many_%s_register_s" % key] = many["many_register_s"]
@@ -1298,7 +1298,8 @@ def measure(impl, quick, sections, log):
         if section("idle"):
             figures.update(bench_idle(impl, path, 2 if quick or not ours else 4))
         if section("many"):
-            figures.update(bench_many(impl, path, 100000, 1 if quick or not ours else 3))
+            figures.update(bench_many(impl, path, 100000, 1 if quick or not ours else 3,
+                                      **({"max_timers_per_pid": 100000} if ours else {})))
         if ours and section("state"):
             figures.update(bench_state(path, 1 if quick else 3, 5000 if quick else 12500, 100000))
         if ours and section("hostile"):
@@ -1355,6 +1356,9 @@ def main():
     torch = None
     if not args.no_torch and importlib.util.find_spec("torch"):
         torch = measure("torch", args.quick, sections, log)
+        if "pair_ours_on_torch_us" in torch:  # filetimer's client: its row, with torch's client beside it
+            ours["pair_ours_on_torch_us"] = torch["pair_ours_on_torch_us"]
+            torch["pair_ours_on_torch_us"] = torch.get("pair_default_us")
     failures = 0
     lines = []
     for key, label, unit, target, check in ROWS:
