@@ -431,14 +431,14 @@ class FileTimerClient:
     False forces either. A held FIFO is reopened after a server restart; a
     server that is away is waited for ``connect_timeout`` seconds. With no
     server reading, ``acquire`` then raises BrokenPipeError (the worker is
-    unguarded), while ``release`` returns at once and the release
-    is kept: it is delivered, in order with later requests, by the next
-    request or a background retry as soon as a server reads again (a
-    restarted server has restored the timer). A full pipe is waited on for up to ``timeout`` seconds,
-    then TimeoutError is raised. A FIFO owned by another user than ours or
-    root is refused with PermissionError before anything is written. With
-    ``dump_stacks`` (the default) the worker dumps every thread's stack to its
-    stderr when the server signals it just before a kill. Fork-safe.
+    unguarded), while ``release`` returns at once and the release is kept:
+    it is delivered, in order with later requests, by the next request or a
+    background retry as soon as a server reads again (a restarted server has
+    restored the timer). A full pipe is waited on for up to ``timeout``
+    seconds, then TimeoutError is raised. A FIFO owned by another user than
+    ours or root is refused with PermissionError before anything is written.
+    With ``dump_stacks`` (the default) the worker dumps every thread's stack
+    to its stderr when the server signals it just before a kill. Fork-safe.
     """
 
     def __init__(
@@ -459,8 +459,8 @@ class FileTimerClient:
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._keep_open = keep_open  # None: not decided yet
-        self._per_fifo = keep_open is None  # decided by the server of each FIFO (dev, ino), that one:
-        self._fifo: Optional[Tuple[int, int]] = None
+        self._per_fifo = keep_open is None  # decided again for each FIFO (dev, ino) it opens
+        self._fifo: Optional[Tuple[int, int]] = None  # the one it decided for
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
         self._fd: Optional[int] = None  # held only while keeping the FIFO open
         # With keep_open, a handle whose server went away stays open until a server reads again: the
