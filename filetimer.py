@@ -489,9 +489,10 @@ class FileTimerClient:
     def close(self) -> None:
         """Close a held FIFO handle; a later request opens it again."""
         with self._lock:
-            fd, self._fd = self._fd, None
-            if fd is not None:
-                os.close(fd)
+            for fd in (self._fd, self._stale_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._stale_fd = None
 
     def __enter__(self) -> "FileTimerClient":
         return self
@@ -561,11 +562,11 @@ class FileTimerClient:
             self._sending = False
 
     def _deliver_kept(self) -> None:
-        """Retry the kept lines, backing off to once a second, until a server has read them all."""
+        """Retry the kept lines, backing off to ten times a second, until a server has read them all."""
         delay = 0.01
         while True:
             time.sleep(delay)
-            delay = min(2 * delay, 1.0)
+            delay = min(2 * delay, 0.1)  # a restarted server waits _RESTORE_GRACE for these
             with self._lock:
                 if self._deliverer is not threading.current_thread():  # a forked child's copy of the client
                     return
@@ -817,6 +818,7 @@ _QUIET_EXPIRIES_PER_PASS = 1000  # report-only expiries handled per pass, after 
 _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 _LOGS_PER_MINUTE = 10  # of one kind (rejected lines, refused timers, ...); the rest are counted
 _FD_RESERVE = 8  # descriptors held back for a kill at the fd limit: its /proc reads and the tree's pidfds
+_RESTORE_GRACE = 0.3  # seconds a restarted server waits before firing restored timers: kept releases arrive
 _DUMP_GRACE = 0.1  # seconds from the stack-dump signal to the kill (see README "When a worker hangs")
 
 
@@ -1133,7 +1135,6 @@ def _mark_as_filetimers(fd: int, path: str) -> None:
             time.sleep(0.01)
         except OSError:
             return
-    os.close(fd)
     raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
 
 
@@ -1192,6 +1193,7 @@ class _StateFile:
         self.size = 0  # bytes in the file
         self.rewritten = 0  # bytes written by the last rewrite
         self.broken = False  # an append failed: only a rewrite makes the file whole again
+        self.backlog: List[bytes] = []  # what was not appended since, for the rewrite to add
         _check_directory(self.path)
 
     def open_saved(self) -> Optional[BinaryIO]:
@@ -1239,13 +1241,13 @@ class _StateFile:
             raise
         return saved
 
-    def rewrite(self, lines: Iterable[bytes], since: int, was_broken: bool, lock: "ContextManager[object]") -> bool:
-        """Replace the file by ``lines``: the live state when the file had ``since`` bytes.
+    def rewrite(self, lines: Iterable[bytes], since: int, backlog: int, lock: "ContextManager[object]") -> None:
+        """Replace the file by ``lines``: the live state when the file had ``since`` bytes and ``backlog``
+        lines were in the backlog.
 
-        The lines are written unlocked; under ``lock`` what was appended
-        meanwhile is copied over, the new file renamed into place, and
-        appends go there from then on. False (nothing replaced) if an
-        append failed meanwhile: the caller takes the state again.
+        The lines are written unlocked; under ``lock`` what was appended, or
+        backlogged, meanwhile is added, the new file renamed into place, and
+        appends go there from then on.
         """
         temporary = self.path + ".tmp"
         fd = self._create_private(temporary)
@@ -1262,19 +1264,18 @@ class _StateFile:
                     chunk = []
             size += _write_all(fd, b"".join(chunk))
             with lock:
-                if not self.broken or was_broken:  # else an append failed meanwhile: it is lost from the lines
-                    if self.fd >= 0 and self.size > since:  # appended while the lines were written
-                        size += _write_all(fd, os.pread(self.fd, self.size - since, since))
-                    os.replace(temporary, self.path)
-                    self.close()
-                    self.fd, self.size, self.rewritten, self.broken = fd, size, size, False
-                    replaced = True
+                if self.fd >= 0 and self.size > since:  # appended while the lines were written
+                    size += _write_all(fd, os.pread(self.fd, self.size - since, since))
+                size += _write_all(fd, b"".join(self.backlog[backlog:]))  # then, what an append failed to write
+                os.replace(temporary, self.path)
+                self.close()
+                self.fd, self.size, self.rewritten, self.broken, self.backlog = fd, size, size, False, []
+                replaced = True
         finally:
             if not replaced:
                 os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
-        return replaced
 
     @property
     def outgrown(self) -> bool:
@@ -1282,8 +1283,11 @@ class _StateFile:
         return self.broken or self.size - self.rewritten > max(self.rewritten, _COMPACT_MIN_BYTES)
 
     def append(self, data: bytes) -> None:
-        """Add lines with one write."""
-        if self.broken or self.fd < 0:
+        """Add lines with one write; after a failed one, to the backlog until the next rewrite."""
+        if self.fd < 0:
+            return
+        if self.broken:
+            self.backlog.append(data)
             return
         try:
             written = os.write(self.fd, data)
@@ -1293,6 +1297,7 @@ class _StateFile:
             reason = "disk full"
         if written != len(data):
             self.broken = True  # a torn line may end the file: nothing more is appended after it
+            self.backlog.append(data)
             _log.error("state file %s: an append failed (%s); what the server reads is not durable until the "
                        "file can be rewritten", self.path, reason)
             return
@@ -1485,19 +1490,23 @@ class FileTimerServer:
         self._closed = False
 
         _raise_fd_limit()
-        self._reserve: List[int] = []
-        self._hold_reserve()
         self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
-        _mark_as_filetimers(self._read_fd, self._file_path)
-        # Our own writer: the FIFO never reaches end-of-file, so no client
-        # has to connect first and the read loop never spins.
-        self._hold_fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            _mark_as_filetimers(self._read_fd, self._file_path)
+            # Our own writer: the FIFO never reaches end-of-file, so no client
+            # has to connect first and the read loop never spins.
+            self._hold_fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except BaseException:
+            os.close(self._read_fd)
+            raise
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._read_fd, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._reserve: List[int] = []
+        self._hold_reserve()
         if self._state is not None:
             try:
                 if saved is not None:
@@ -1796,18 +1805,19 @@ class FileTimerServer:
         for request in requests:
             applied += 1
             pid, scope = request.worker_pid, request.scope_id
+            worker = workers.get(pid)
+            if worker is None or request.start_time not in (None, worker.start_time):
+                if request.expiration_time < 0:  # for no process watched: nothing to release
+                    continue
+                worker = self._watch(request)  # None if it names an earlier process at this pid: its timer stays
+                if worker is None:
+                    continue
             old = timers.pop((pid, scope), None)
             if old is not None:
                 old[2] = None  # its heap entry is now stale
-            worker = workers.get(pid)
             if request.expiration_time < 0:
-                if worker is not None:
-                    worker.scopes.discard(scope)
+                worker.scopes.discard(scope)
                 continue
-            if worker is None or request.start_time not in (None, worker.start_time):
-                worker = self._watch(request)
-                if worker is None:
-                    continue
             if old is None and (len(worker.scopes) >= self._max_timers_per_pid or len(timers) >= self._max_timers):
                 self._refuse(request)
                 continue
@@ -1916,15 +1926,18 @@ class FileTimerServer:
             if request is not None:
                 expired.setdefault(request.worker_pid, []).append(request)
         for pid, requests in expired.items():
-            worker = self._workers[pid]
-            requests += [entry[2] for entry in (timers[pid, scope] for scope in worker.scopes)
-                         if entry[0] <= now and not entry[2].signal]  # its report-only ones due too
-            self._events += [("timer expired", request, "") for request in requests]
-            self._drop_timers(worker)
-            if pid in self._scheduled:  # dumped (or signalled) already: its kill is not postponed
-                self._journal(self._worker_record(pid))
-            else:
-                self._reap(worker, requests[0], now)
+            try:  # whatever one reap raises (a subclass's _reap_worker), the others go on
+                worker = self._workers[pid]
+                requests += [entry[2] for entry in (timers[pid, scope] for scope in worker.scopes)
+                             if entry[0] <= now and not entry[2].signal]  # its report-only ones due too
+                self._events += [("timer expired", request, "") for request in requests]
+                self._drop_timers(worker)
+                if pid in self._scheduled:  # dumped (or signalled) already: its kill is not postponed
+                    self._journal(self._worker_record(pid))
+                else:
+                    self._reap(worker, requests[0], now)
+            except Exception:
+                _log.exception("reaping pid %d failed", pid)
         quiet = self._quiet
         for _ in range(_QUIET_EXPIRIES_PER_PASS):
             if not (quiet and quiet[0][0] <= now):
@@ -2113,44 +2126,61 @@ class FileTimerServer:
             return None
 
     def _restore(self, saved: BinaryIO) -> None:
-        """Replay a saved state: timers, workers' identities and signals due (at once, if their time passed).
+        """Replay a saved state: timers, workers' identities and signals due.
 
-        Runs of requests are applied together; the file is appended to from then on.
+        A timer due within _RESTORE_GRACE fires no sooner, so that a release its
+        worker sent while no server ran (kept by its client) arrives first.
         """
         assert self._state is not None
         bad = 0
-        requests: List[FileTimerRequest] = []
+        batch: List[FileTimerRequest] = []  # the requests of one read, and after it the identities they had
+        identities: Dict[int, int] = {}  # pid: the start time of the process its lines without one named
         self._replaying = True
         try:
             with saved:
                 for line in _state_lines(saved):
                     try:
-                        if not line.startswith(b'{"record"'):
-                            try:
-                                requests.append(FileTimerRequest.from_json(line))
-                            except ValueError:  # as ingest did: a request it ends with counts
-                                salvaged = _request_inside(line)
-                                if salvaged is None:
-                                    raise
-                                requests.append(salvaged)
-                            if len(requests) < 4096:
-                                continue
-                        self._apply(requests, time.time(), time.monotonic())
-                        requests.clear()
+                        if line.startswith(b'{"record": "identity"'):
+                            record = json.loads(line)
+                            identities[record["pid"]] = record["start_time"]
+                            continue
+                        self._replay_batch(batch, identities)
                         if line.startswith(b'{"record"'):
                             self._replay(json.loads(line))
+                            continue
+                        try:
+                            batch.append(FileTimerRequest.from_json(line))
+                        except ValueError:  # as ingest did: a request it ends with counts
+                            salvaged = _request_inside(line)
+                            if salvaged is None:
+                                raise
+                            batch.append(salvaged)
                     except (ValueError, KeyError, TypeError, RecursionError):
                         bad += 1
-                    if len(self._timers) > _MAX_TIMERS:
-                        raise ValueError("state file %s holds more than %d timers" % (self._state.path, _MAX_TIMERS))
-                self._apply(requests, time.time(), time.monotonic())
+                    if len(self._timers) > self._max_timers:
+                        raise ValueError("state file %s holds more than %d timers" % (self._state.path,
+                                                                                      self._max_timers))
+                self._replay_batch(batch, identities)
                 self._state.adopt(saved)
         finally:
             self._replaying = False
             self._records.clear()
+        settle = time.monotonic() + _RESTORE_GRACE
+        for entry in self._timers.values():
+            entry[0] = max(entry[0], settle)
+        heapq.heapify(self._heap)
+        heapq.heapify(self._quiet)
         self.request_count = 0  # restored timers are not requests
         _log.info("restored %d timers and %d signals due from %s%s", len(self._timers), len(self._scheduled),
                   self._state.path, " (%d unreadable lines skipped)" % bad if bad else "")
+
+    def _replay_batch(self, batch: List[FileTimerRequest], identities: Dict[int, int]) -> None:
+        """Apply saved requests, bound to the process each named when it was read (torch's name none)."""
+        for request in batch:
+            if request.start_time is None:
+                request.start_time = identities.get(request.worker_pid)
+        self._apply(batch, time.time(), time.monotonic())
+        batch.clear()
 
     def _replay(self, record: Dict[str, Any]) -> None:
         """Apply one of the server's own saved records as it was applied when it was written."""
@@ -2171,8 +2201,6 @@ class FileTimerServer:
         if kind == "drop":  # reaped for the last time, or cleared
             self._drop_timers(worker)
             self._scheduled.pop(worker.pid, None)
-        elif kind == "identity" and worker.start_time != record["start_time"]:  # the pid is another process's now
-            self._forget_worker(worker)
 
     def _journal(self, data: bytes) -> None:
         """Append lines to the state file before they take effect."""
@@ -2216,18 +2244,16 @@ class FileTimerServer:
         """Rewrite the state file from the live timers and signals due (taken under the lock, written outside it)."""
         state = self._state
         assert state is not None
-        while True:
-            with self._lock:
-                requests = [entry[2] for entry in self._timers.values()]
-                start_times = {pid: worker.start_time for pid, worker in self._workers.items()}
-                self._flush_records()
-                due = [self._worker_record(pid) for pid in self._scheduled]
-                since, was_broken = state.size, state.broken
-            lines = itertools.chain(
-                (_line_start(r.worker_pid, r.scope_id, r.expiration_time, r.signal).encode("ascii")
-                 + _hints(start_times[r.worker_pid], r.dump_signal).encode("ascii") for r in requests), due)
-            if state.rewrite(lines, since, was_broken, self._lock):
-                return
+        with self._lock:
+            requests = [entry[2] for entry in self._timers.values()]
+            start_times = {pid: worker.start_time for pid, worker in self._workers.items()}
+            self._flush_records()
+            due = [self._worker_record(pid) for pid in self._scheduled]
+            since, backlog = state.size, len(state.backlog)
+        lines = itertools.chain(
+            (_line_start(r.worker_pid, r.scope_id, r.expiration_time, r.signal).encode("ascii")
+             + _hints(start_times[r.worker_pid], r.dump_signal).encode("ascii") for r in requests), due)
+        state.rewrite(lines, since, backlog, self._lock)
 
     def _log_event(self, name: str, request: Optional[FileTimerRequest]) -> None:
         if self._log_event_cb is not None:

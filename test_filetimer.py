@@ -1017,6 +1017,60 @@ class ReadmeTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: server.request_count == 6 and server.timers() == []))
 
 
+class ReviewFindingsTest(FiletimerTestCase):
+    """Cases a review found: each once let a hung worker go, or killed a healthy one."""
+
+    def test_an_acquire_naming_an_earlier_process_leaves_the_live_timers_armed(self):
+        server = self.serve()
+        hung = self.spawn_sleeper()
+        start_time = filetimer._process_start_time(hung.pid)
+        server.register_timers([FileTimerRequest(hung.pid, "a", time.time() + 0.3, 9, start_time),
+                                FileTimerRequest(hung.pid, "b", time.time() + 0.5, 9, start_time)])
+        server.register_timers([FileTimerRequest(hung.pid, "a", time.time() + 600, 9, start_time - 1)])  # stale
+        self.assertEqual(sorted(t.scope_id for t in server.timers()), ["a", "b"])
+        self.assertEqual(hung.wait(SLACK), -signal.SIGKILL)
+
+    def test_a_reap_that_raises_does_not_cost_the_other_reaps_of_the_pass(self):
+        class Failing(FileTimerServer):
+            def _reap_worker(self, worker_pid, signal):
+                if worker_pid == first.pid:
+                    raise OSError("a subclass's hook failed")
+                return super()._reap_worker(worker_pid, signal)
+
+        first, second = self.spawn_sleeper(), self.spawn_sleeper()
+        server = Failing(self.path, dump_grace=0)
+        self.addCleanup(server.stop)
+        server.start()
+        deadline = time.time() + 0.3
+        with self.assertLogs("filetimer", "ERROR"):
+            server.register_timers([FileTimerRequest(first.pid, "s", deadline, 9),
+                                    FileTimerRequest(second.pid, "s", deadline, 9)])
+            self.assertEqual(second.wait(SLACK), -signal.SIGKILL)
+
+    def test_a_release_kept_during_a_restart_beats_the_restored_timer(self):
+        state = self.path + ".state"
+        server = FileTimerServer(self.path, state_file=state)
+        server.start()
+        worker = self.spawn_worker("c = filetimer.FileTimerClient(path, dump_stacks=False)\n"
+                                   "c.acquire('step', time.time() + 0.6)\nprint('armed', flush=True)\n"
+                                   "sys.stdin.readline()\nc.release('step')\nprint('released', flush=True)\n"
+                                   "time.sleep(60)\n", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.assertEqual(worker.stdout.readline().strip(), "armed")
+        self.assertTrue(wait_for(lambda: len(server.timers()) == 1))
+        crashed = state + ".crash"
+        shutil.copy(state, crashed)  # the state file at a crash: a stop() would leave the same
+        server.stop()
+        os.replace(crashed, state)
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        self.assertEqual(worker.stdout.readline().strip(), "released")  # kept: no server
+        time.sleep(0.8)  # the deadline passes while no server runs
+        restarted = self.serve(state_file=state)
+        self.assertTrue(wait_for(lambda: restarted.timers() == []))
+        time.sleep(0.5)
+        self.assertIsNone(worker.poll())
+
+
 class ForbiddenPidTest(FiletimerTestCase):
     """Safety rule: pid <= 1, negative pids and the server's own pid are never signalled."""
 
@@ -1672,6 +1726,8 @@ class StateFileTest(FiletimerTestCase):
         sleeper = self.spawn_sleeper()
         write_raw(self.path, line(sleeper.pid, "torch", time.time() + 0.3))  # torch's client sends no start time
         self.assertTrue(wait_for(lambda: server.request_count == 1))
+        write_raw(self.path, line(sleeper.pid, "later", time.time() + 0.3))  # the worker is known: no record
+        self.assertTrue(wait_for(lambda: server.request_count == 2))
         server.stop()
         real = filetimer._start_time_now
         # The identity source says the process at that pid is another one now (a reused pid).

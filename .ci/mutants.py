@@ -288,6 +288,31 @@ MUTANTS: List[Mutant] = [
         ["RunAndHooksTest.test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree"],
     ),
     (
+        "replay-unbound",  # a replayed torch line would bind to whatever process holds its pid after the restart
+        "                request.start_time = identities.get(request.worker_pid)",
+        "                pass",
+        ["StateFileTest.test_a_restart_never_binds_a_torch_workers_timer_to_a_new_owner_of_its_pid"],
+    ),
+    (
+        "stale-acquire-disarms",  # an acquire naming an earlier process at the pid would disarm the live timer
+        "            worker = workers.get(pid)\n            if worker is None or",
+        "            stale = timers.pop((pid, scope), None)\n            if stale is not None:\n"
+        "                stale[2] = None\n            worker = workers.get(pid)\n            if worker is None or",
+        ["ReviewFindingsTest.test_an_acquire_naming_an_earlier_process_leaves_the_live_timers_armed"],
+    ),
+    (
+        "reap-unisolated",  # one failing reap would lose the other expiries of its pass
+        "            except Exception:\n                _log.exception(\"reaping pid %d failed\", pid)",
+        "            except ZeroDivisionError:\n                raise",
+        ["ReviewFindingsTest.test_a_reap_that_raises_does_not_cost_the_other_reaps_of_the_pass"],
+    ),
+    (
+        "no-restore-grace",  # a restored timer would fire before the release its worker sent during the restart
+        "            entry[0] = max(entry[0], settle)",
+        "            pass",
+        ["ReviewFindingsTest.test_a_release_kept_during_a_restart_beats_the_restored_timer"],
+    ),
+    (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
