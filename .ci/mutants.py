@@ -89,10 +89,9 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "overdue-dropped",  # a restart would drop the timers whose deadline passed while no server ran
-        "                                requests.append(FileTimerRequest.from_json(line))\n",
-        "                                request = FileTimerRequest.from_json(line)\n"
-        "                                if not 0 <= request.expiration_time < time.time():\n"
-        "                                    requests.append(request)\n",
+        "        self._apply(batch, time.time(), time.monotonic())\n        batch.clear()",
+        "        self._apply([r for r in batch if not 0 <= r.expiration_time < time.time()], time.time(),\n"
+        "                    time.monotonic())\n        batch.clear()",
         ["StateFileTest.test_timers_that_expired_while_no_server_ran_fire_on_restart"],
     ),
     (
@@ -402,8 +401,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "compaction-no-heapify",  # the compacted heap would keep insertion order: a short timer behind a long one
-        "heapq.heapify(self._heap)",
-        "pass",
+        "            heapq.heapify(self._heap)\n            heapq.heapify(self._quiet)\n",
+        "            pass\n",
         ["WatchdogTest.test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted"],
     ),
     (
