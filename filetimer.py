@@ -151,7 +151,11 @@ class FileTimerRequest:
 
     def to_json(self) -> str:
         """One wire line, without the newline."""
-        return _wire_line(self)[:-1].decode("ascii")
+        return self._line()[:-1].decode("ascii")
+
+    def _line(self) -> bytes:
+        return _wire_line(self.worker_pid, self.scope_id, self.expiration_time, self.signal, self.start_time,
+                          self.dump_signal)
 
     @classmethod
     def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
@@ -209,24 +213,19 @@ class FileTimerRequest:
 _LINE = '{"version": %d, "pid": %d, "scope_id": %s, "expiration_time": %.17g, "signal": %d'
 
 
-def _hints(start_time: Optional[int], dump_signal: int) -> str:
-    """The end of a wire line: the optional keys, the closing brace and the newline."""
-    text = "" if start_time is None else ', "start_time": %d' % start_time
-    return text + (', "dump_signal": %d}\n' % dump_signal if dump_signal else "}\n")
-
-
-def _line_start(pid: int, scope_id: str, expiration_time: float, sig: int) -> str:
-    """The torch fields of a wire line, formatted by hand (json.dumps costs more than the write)."""
+def _wire_line(pid: int, scope_id: str, expiration_time: float, sig: int, start_time: Optional[int] = None,
+               dump_signal: int = 0) -> bytes:
+    """A request as the newline-terminated bytes written to the FIFO, formatted by hand: json.dumps takes
+    three times as long as the write itself."""
     expiration = float(expiration_time)
     if not math.isfinite(expiration):
         raise ValueError("expiration_time must be finite, got %r" % (expiration_time,))
-    return _LINE % (VERSION, pid, _json_str(scope_id), expiration, sig)
-
-
-def _wire_line(request: FileTimerRequest) -> bytes:
-    """A request as the newline-terminated bytes written to the FIFO."""
-    start = _line_start(request.worker_pid, request.scope_id, request.expiration_time, request.signal)
-    return (start + _hints(request.start_time, request.dump_signal)).encode("ascii")
+    line = _LINE % (VERSION, pid, _json_str(scope_id), expiration, sig)
+    if start_time is not None:
+        line += ', "start_time": %d' % start_time
+    if dump_signal:
+        line += ', "dump_signal": %d' % dump_signal
+    return (line + "}\n").encode("ascii")
 
 
 _REQUEST_START = b'{"version"'  # how every client, ours and torch's, begins a request
@@ -264,32 +263,13 @@ def _check_seconds(name: str, value: Any, positive: bool = False) -> None:
                          % (name, "positive" if positive else "non-negative", value))
 
 
-# --- client -------------------------------------------------------------------
+# --- OS helpers: paths, ownership, /proc ---------------------------------------------------------------------
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-_T = TypeVar("_T")
-
-
-def _retry(sleep_time: float) -> Callable[[Callable[[Any], int]], Callable[..., int]]:
-    """The card's retry decorator, for the client's open: while no server reads the FIFO (BrokenPipeError),
-    try again ``sleep_time`` apart for up to the client's ``connect_timeout``; ``wait=False`` tries once."""
-
-    def decorate(func: Callable[[Any], int]) -> Callable[..., int]:
-        @functools.wraps(func)
-        def wrapper(client: Any, wait: bool = True) -> int:
-            tries = max(1, round(client._connect_timeout / sleep_time)) if wait else 1
-            for attempt in range(tries):
-                try:
-                    return func(client)
-                except BrokenPipeError:
-                    if attempt == tries - 1:
-                        raise
-                    time.sleep(sleep_time)
-            raise AssertionError("unreachable")
-
-        return wrapper
-
-    return decorate
+_HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")  # Linux 5.3+, Python 3.9+
+_HAVE_PROC = os.path.isdir("/proc/self/task")  # Linux
+# The kernel lists a thread's children where it is built with CONFIG_PROC_CHILDREN; else /proc is scanned.
+_HAVE_PROC_CHILDREN = os.path.exists("/proc/self/task/%d/children" % os.getpid())
+_GONE = (errno.ENOENT, errno.ESRCH)  # what /proc answers about a process (or thread) that has exited
 
 
 def _require_posix() -> None:
@@ -362,6 +342,98 @@ def _process_start_time(pid: int) -> Optional[int]:
         return _proc_stat(pid)[1]
     except OSError:
         return None
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether a process with this pid exists (0 and negative pids never do)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True  # it exists, it just isn't ours
+    except OSError:
+        return False
+    return True
+
+
+def _signal_name(number: int) -> str:
+    if number == 0:
+        return "none"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+
+def _private_dir() -> Optional[str]:
+    """The default FIFO's directory when it is our private one under the temporary directory."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    return os.path.dirname(_default_path())
+
+
+def _check_directory(path: str) -> None:
+    """Refuse a FIFO directory that another user controls; make the private default one if missing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    private = directory == _private_dir()
+    if private:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    try:
+        st = os.lstat(directory) if private else os.stat(directory)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "the directory of %s does not exist" % path) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "%s is not a directory" % directory)
+    if private and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
+        raise PermissionError(errno.EPERM, "%s must be a directory owned by you with mode 0700 (it is owned by %s, "
+                              "mode %03o); remove it or set FILETIMER_PATH"
+                              % (directory, _owner_name(st.st_uid), st.st_mode & 0o777))
+    _check_owner(directory, st, "the directory")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise PermissionError(errno.EPERM, "other users may replace files in %s (mode %03o, no sticky bit); "
+                              "choose a directory only you can write" % (directory, st.st_mode & 0o777))
+
+
+def _fifo_has_reader(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return False
+        raise
+    os.close(fd)
+    return True
+
+
+# --- client ---------------------------------------------------------------------------------------------------
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+
+def _retry(sleep_time: float) -> Callable[[Callable[[Any], int]], Callable[..., int]]:
+    """The card's retry decorator, for the client's open: while no server reads the FIFO (BrokenPipeError),
+    try again ``sleep_time`` apart for up to the client's ``connect_timeout``; ``wait=False`` tries once."""
+
+    def decorate(func: Callable[[Any], int]) -> Callable[..., int]:
+        @functools.wraps(func)
+        def wrapper(client: Any, wait: bool = True) -> int:
+            tries = max(1, round(client._connect_timeout / sleep_time)) if wait else 1
+            for attempt in range(tries):
+                try:
+                    return func(client)
+                except BrokenPipeError:
+                    if attempt == tries - 1:
+                        raise
+                    time.sleep(sleep_time)
+            raise AssertionError("unreachable")
+
+        return wrapper
+
+    return decorate
 
 
 def _served_by_filetimer(fd: int) -> bool:
@@ -470,8 +542,8 @@ class FileTimerClient:
         self._deliverer: Optional[threading.Thread] = None  # retries the kept lines
         self._sending = False  # inside _deliver: a send from a signal handler goes alone
         self._lock = threading.RLock()  # guards the above; reentrant for a signal handler that sends
-        # (pid, line end of a release, line end of an acquire that promises a dump), redone after fork
-        self._identity: Tuple[int, str, str] = (0, "", "")
+        self._pid = 0  # and its start time: read on the first request, and again in a forked child
+        self._start_time: Optional[int] = None
         _clients.add(self)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
@@ -501,17 +573,15 @@ class FileTimerClient:
         self.close()
 
     def _send(self, scope_id: str, expiration_time: float, sig: int, dump: bool, later: bool = False) -> None:
-        pid, plain_end, dump_end = self._identity
-        if pid != os.getpid():  # first request, or a forked child
-            pid, start_time = os.getpid(), _process_start_time(os.getpid())
-            plain_end, dump_end = _hints(start_time, 0), _hints(start_time, self._dump_signal)
-            self._identity = pid, plain_end, dump_end
-        line = _line_start(pid, scope_id, expiration_time, sig) + (dump_end if dump else plain_end)
-        self._send_line(line.encode("ascii"), scope_id if later else None)
+        if self._pid != os.getpid():  # first request, or a forked child
+            self._pid, self._start_time = os.getpid(), _process_start_time(os.getpid())
+        line = _wire_line(self._pid, scope_id, expiration_time, sig, self._start_time,
+                          self._dump_signal if dump else 0)
+        self._send_line(line, scope_id if later else None)
 
     def _send_request(self, request: FileTimerRequest) -> None:
         """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
-        self._send_line(_wire_line(request))
+        self._send_line(request._line())
 
     def _send_line(self, line: bytes, later: Optional[str] = None) -> None:
         """Write one line, after any kept ones. A line sent ``later`` (its scope given) that no server
@@ -664,6 +734,8 @@ def configure(client: FileTimerClient) -> None:
     _configured_client = client
 
 
+# --- expires ------------------------------------------------------------------------------------------------
+
 class _Timer:
     """A timer armed by ``expires``; ``reset()`` re-arms it, a progress watchdog."""
 
@@ -807,19 +879,9 @@ class expires:
         return cast(_F, guarded)
 
 
-# --- server -------------------------------------------------------------------
+# --- the server's timers: watched workers, their armed timers, signals due ---------------------------------
 
-_HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
-_HAVE_PROC = os.path.isdir("/proc/self/task")  # Linux
-_HAVE_PROC_CHILDREN = os.path.exists("/proc/self/task/%d/children" % os.getpid())  # Linux 3.5+
-_READ_SIZE = 8192  # a read's lines are applied together: a flood of tiny lines is still cut into small bites
-_READ_SECONDS = 0.002  # of reading per pass; then deadlines are looked at, whatever is left in the pipe
-_QUIET_EXPIRIES_PER_PASS = 1000  # report-only expiries handled per pass, after every signal due is sent
-_SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 _LOGS_PER_MINUTE = 10  # of one kind (rejected lines, refused timers, ...); the rest are counted
-_FD_RESERVE = 8  # descriptors held back for a kill at the fd limit: its /proc reads and the tree's pidfds
-_RESTORE_GRACE = 0.3  # seconds a restarted server waits before firing restored timers: kept releases arrive
-_DUMP_GRACE = 0.1  # seconds from the stack-dump signal to the kill (see README "When a worker hangs")
 
 
 class _LogLimit:
@@ -845,30 +907,6 @@ class _LogLimit:
         return False
 
 
-def _raise_fd_limit() -> None:
-    """Let the process open as many descriptors as its hard limit allows: a pidfd per watched worker."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):  # no resource module (Windows), or not allowed: as it is
-        pass
-
-
-def _signal_name(number: int) -> str:
-    if number == 0:
-        return "none"
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-_GONE = (errno.ENOENT, errno.ESRCH)  # what /proc answers about a process (or thread) that has exited
-
-
 def _start_time_now(pid: int) -> Optional[int]:
     """The start time of ``pid`` (Linux); None if it has exited, or without /proc; OSError if unreadable now."""
     if not _HAVE_PROC:
@@ -882,7 +920,7 @@ def _start_time_now(pid: int) -> Optional[int]:
 
 
 class _Worker:
-    """A watched process, bound to its identity so a reused pid is never signalled.
+    """A watched process, bound to its identity so a reused pid is never signalled, and its armed timers.
 
     The identity is a pidfd where the platform has one, and the start time
     from /proc (macOS has neither: only the pid). Where the identity cannot
@@ -890,13 +928,13 @@ class _Worker:
     a process is neither watched nor signalled.
     """
 
-    __slots__ = ("pid", "pidfd", "scopes", "start_time")
+    __slots__ = ("pid", "pidfd", "start_time", "timers")
 
     def __init__(self, pid: int, pidfd: Optional[int], start_time: Optional[int]) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.start_time = start_time
-        self.scopes: Set[str] = set()
+        self.timers: Dict[str, _Armed] = {}  # by scope
 
     @classmethod
     def attach(cls, pid: int, claimed_start_time: Optional[int] = None, pidfd_wanted: bool = True
@@ -934,7 +972,7 @@ class _Worker:
             return not poller.poll(0)
         if self.start_time is not None:
             return _start_time_now(self.pid) == self.start_time
-        return FileTimerServer.is_process_running(self.pid)
+        return _pid_exists(self.pid)
 
     def send_signal(self, sig: int) -> None:
         if self.pidfd is not None:
@@ -955,199 +993,244 @@ class _Worker:
             self.pidfd = None
 
 
-def _catches(pid: int, sig: int) -> bool:
-    """Whether the process has a handler for ``sig`` now (SigCgt in /proc/<pid>/status); False if unknown.
+class _Armed:
+    """An armed timer: its deadline on the monotonic clock and what its request asked for.
 
-    A worker that exec'd after arming, or whose application set the signal back to its default, would be
-    killed by a dump signal: alone, not with its tree. Without /proc (macOS) the client's word is taken.
+    ``worker`` is None once the timer is released, replaced or fired: its heap entry is then skipped.
     """
-    if not _HAVE_PROC:
-        return True
-    try:
-        status = _read_proc("/proc/%d/status" % pid)
-        mask = int(status[status.index(b"\nSigCgt:") + 8 :].split(None, 1)[0], 16)
-    except (OSError, ValueError, IndexError):
-        return False
-    return bool(mask >> (sig - 1) & 1)
+
+    __slots__ = ("deadline", "dump_signal", "expiration_time", "scope", "signal", "worker")
+
+    def __init__(self, worker: _Worker, scope: str, deadline: float, request: FileTimerRequest) -> None:
+        self.worker: Optional[_Worker] = worker
+        self.scope = scope
+        self.deadline = deadline
+        self.expiration_time = request.expiration_time
+        self.signal = request.signal
+        self.dump_signal = request.dump_signal
+
+    def __lt__(self, other: "_Armed") -> bool:
+        return False  # in a heap entry (deadline, timer): equal deadlines, either may go first
+
+    def request(self, worker: _Worker) -> FileTimerRequest:
+        """The request that armed it, as its worker's."""
+        return FileTimerRequest(worker.pid, self.scope, self.expiration_time, self.signal, worker.start_time,
+                                self.dump_signal)
 
 
-def _children(pid: int) -> List[int]:
-    """The pids of the children of ``pid``, from /proc; none where there is no /proc (macOS).
+class _Due:
+    """A signal due later: the kill after a stack dump, or SIGKILL ``kill_after`` a signal."""
 
-    OSError if part of it could not be read (the fd limit, ...): the list is not whole then.
+    __slots__ = ("event", "request", "signal", "when")
+
+    def __init__(self, when: float, sig: int, request: FileTimerRequest, event: str) -> None:
+        self.when = when  # monotonic
+        self.signal = sig
+        self.request = request
+        self.event = event
+
+
+def _record(kind: str, **fields: object) -> bytes:
+    """One of the server's own state-file lines (a wire request's line is kept as it came)."""
+    return json.dumps(dict(record=kind, **fields)).encode("ascii") + b"\n"
+
+
+_Entry = Tuple[float, _Armed]  # in a heap
+
+
+class _Timers:
+    """The server's bookkeeping: the watched workers, each with its armed timers, two heaps of them by
+    deadline (timers that signal, and report-only ones, which must never delay a kill), and the signals
+    due later. The server's lock guards it.
+
+    A release or a re-arm leaves the old heap entry behind, disarmed; a heap that is mostly such entries
+    is rebuilt. ``records`` are the state-file lines that its changes owe the journal.
     """
-    found: List[int] = []
-    if not _HAVE_PROC:
-        return found
-    try:
-        entries = os.listdir("/proc/%d/task" % pid if _HAVE_PROC_CHILDREN else "/proc")
-    except OSError as e:
-        if e.errno in _GONE:
-            return found
-        raise
-    for entry in entries:
-        try:
-            if _HAVE_PROC_CHILDREN:
-                found += map(int, _read_proc("/proc/%d/task/%s/children" % (pid, entry)).split())
-            elif entry.isdigit() and _proc_stat(int(entry))[0] == pid:  # an older kernel: every process's parent
-                found.append(int(entry))
-        except OSError as e:
-            if e.errno not in _GONE:
-                raise
-    return found
 
+    def __init__(self, selector: selectors.BaseSelector, max_per_pid: int, max_total: int) -> None:
+        self.workers: Dict[int, _Worker] = {}
+        self.heap: List[_Entry] = []
+        self.quiet: List[_Entry] = []  # report-only timers (signal 0)
+        self.count = 0  # armed timers
+        self.due: Dict[int, _Due] = {}  # by pid
+        self.records: List[bytes] = []
+        self.replaying = False  # a restart's replay: nothing to say about processes gone meanwhile
+        self.max_per_pid, self.max_total = max_per_pid, max_total
+        self._selector = selector  # watches the workers' pidfds
+        self._refuse_log = _LogLimit("refused timers")
+        self._ignore_log = _LogLimit("timers of processes that are gone")
 
-def _ancestors() -> Set[int]:
-    """This process and its ancestors: never part of a worker's tree, whatever /proc says."""
-    pids: Set[int] = set()
-    pid = os.getpid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
+    def apply(self, requests: Iterable[FileTimerRequest], wall_now: float, mono_now: float) -> int:
+        """Arm, re-arm or release each request's timer, in order; return how many (the ingest hot path)."""
+        workers, heap, quiet = self.workers, self.heap, self.quiet
+        applied = 0
+        for request in requests:
+            applied += 1
+            worker = workers.get(request.worker_pid)
+            if worker is None or request.start_time not in (None, worker.start_time):
+                if request.expiration_time < 0:  # for no process watched: nothing to release
+                    continue
+                worker = self.watch(request)  # None if it names an earlier process at this pid: its timers stay
+                if worker is None:
+                    continue
+            scope, timers = request.scope_id, worker.timers
+            old = timers.pop(scope, None)
+            if old is not None:
+                old.worker = None
+                self.count -= 1
+            if request.expiration_time < 0:
+                continue
+            if old is None and (len(timers) >= self.max_per_pid or self.count >= self.max_total):
+                self._refuse(request, len(timers) >= self.max_per_pid)
+                continue
+            # Converted once, on arrival: a wall-clock step later changes nothing.
+            timer = _Armed(worker, scope, mono_now + (request.expiration_time - wall_now), request)
+            timers[scope] = timer
+            self.count += 1
+            heapq.heappush(heap if timer.signal else quiet, (timer.deadline, timer))
+        if len(heap) + len(quiet) > 2 * self.count + 1024:  # mostly disarmed entries
+            self.rebuild_heaps()
+        return applied
+
+    def rebuild_heaps(self) -> None:
+        """The heaps of the armed timers alone, from their deadlines now."""
+        armed = [(timer.deadline, timer) for _, timer in self.armed()]
+        self.heap = [entry for entry in armed if entry[1].signal]
+        self.quiet = [entry for entry in armed if not entry[1].signal]
+        heapq.heapify(self.heap)
+        heapq.heapify(self.quiet)
+
+    def armed(self) -> Iterator[Tuple[_Worker, _Armed]]:
+        for worker in self.workers.values():
+            for timer in worker.timers.values():
+                yield worker, timer
+
+    def _refuse(self, request: FileTimerRequest, per_pid: bool) -> None:
+        """A timer over a cap: not armed, and said so (a few times a minute)."""
+        if self._refuse_log.allow():
+            _log.warning("refusing a timer for pid %d (scope %r): %s", request.worker_pid, request.scope_id,
+                         "it has %d timers, max_timers_per_pid" % self.max_per_pid if per_pid
+                         else "the server holds %d timers, max_timers" % self.max_total)
+
+    def watch(self, request: FileTimerRequest) -> Optional[_Worker]:
+        """The worker record for the request's pid, made on first sight; None if it is gone."""
+        pid = request.worker_pid
+        worker = self.workers.get(pid)
+        if worker is not None:
+            if request.start_time is None or worker.start_time in (None, request.start_time):
+                return worker
+            try:
+                alive = worker.is_alive()
+            except OSError as e:
+                self._unverified(pid, e)
+                return None
+            if alive:  # the request names an earlier process that had this pid
+                self._ignore(pid, "it names a process that has exited")
+                return None
+            self.forget(worker)  # the pid now belongs to the process the request names
+        if pid <= 1:
+            if self._refuse_log.allow():
+                _log.error("refusing a timer for pid %d: it names a process group or init", pid)
+            return None
         try:
-            pid = _proc_stat(pid)[0]
+            worker = _Worker.attach(pid, request.start_time)
         except OSError:
-            pid = os.getppid() if pid == os.getpid() else 0
-    return pids
+            self.forget_idle()  # their pidfds; then once more
+            try:
+                worker = _Worker.attach(pid, request.start_time)
+            except OSError as e:
+                self._unverified(pid, e)
+                return None
+        if worker is None:
+            self._ignore(pid, "the process is gone")
+            return None
+        self.workers[pid] = worker
+        if request.start_time is None and worker.start_time is not None and not self.replaying:
+            self.records.append(_record("identity", pid=pid, start_time=worker.start_time))  # torch sends none
+        if worker.pidfd is not None:
+            self._selector.register(worker.pidfd, selectors.EVENT_READ, worker)
+        return worker
+
+    def _unverified(self, pid: int, error: OSError) -> None:
+        """Refuse a timer whose process cannot be identified now: it could not be signalled safely."""
+        if self._refuse_log.allow():
+            _log.error("refusing a timer for pid %d: cannot verify which process it is (%s)", pid, error)
+
+    def _ignore(self, pid: int, why: str) -> None:
+        if not self.replaying and self._ignore_log.allow():
+            _log.info("ignoring a timer for pid %d: %s", pid, why)
+
+    def forget_idle(self) -> None:
+        """Let go of the workers with no timer armed and no signal due: a pidfd is held only while needed."""
+        for worker in list(self.workers.values()):
+            if not worker.timers and worker.pid not in self.due:
+                self.forget(worker)
+
+    def forget(self, worker: _Worker) -> None:
+        """Drop an exited worker: its timers, its signal due and its pidfd."""
+        self.disarm(worker)
+        self.due.pop(worker.pid, None)
+        if self.workers.get(worker.pid) is worker:
+            del self.workers[worker.pid]
+        if worker.pidfd is not None:
+            self._selector.unregister(worker.pidfd)
+            worker.close()
+
+    def disarm(self, worker: _Worker) -> None:
+        """Drop every timer of the worker."""
+        for timer in worker.timers.values():
+            timer.worker = None
+        self.count -= len(worker.timers)
+        worker.timers.clear()
+
+    def next_deadline(self) -> float:
+        """The monotonic time of the nearest timer or signal due (inf if none)."""
+        deadline = math.inf
+        for heap in (self.heap, self.quiet):
+            while heap and heap[0][1].worker is None:  # disarmed
+                heapq.heappop(heap)
+            if heap:
+                deadline = min(deadline, heap[0][0])
+        return min(deadline, *(due.when for due in self.due.values())) if self.due else deadline
+
+    def pop_expired(self, now: float) -> Dict[_Worker, List[_Armed]]:
+        """The expired timers that signal, by worker, each with its report-only ones due too; all dropped."""
+        expired: Dict[_Worker, List[_Armed]] = {}
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[1]
+            if timer.worker is not None:
+                expired.setdefault(timer.worker, []).append(timer)
+        for worker, timers in expired.items():
+            timers += [timer for timer in worker.timers.values() if timer.deadline <= now and not timer.signal]
+            self.disarm(worker)
+        return expired
+
+    def pop_quiet(self, now: float, limit: int) -> List[Tuple[_Worker, _Armed]]:
+        """The expired report-only timers among the next ``limit`` entries of their heap, dropped."""
+        expired = []
+        quiet = self.quiet
+        for _ in range(limit):
+            if not (quiet and quiet[0][0] <= now):
+                break
+            timer = heapq.heappop(quiet)[1]
+            worker = timer.worker
+            if worker is not None:
+                del worker.timers[timer.scope]
+                timer.worker = None
+                self.count -= 1
+                expired.append((worker, timer))
+        return expired
+
+    def forget_exited(self, workers: Iterable[_Worker]) -> None:
+        """Forget those of ``workers`` that have exited (one whose state cannot be read now is kept)."""
+        for worker in list(workers):
+            with contextlib.suppress(OSError):
+                if not worker.is_alive():
+                    self.forget(worker)
 
 
-def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
-    """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited.
-
-    A fork that was under way when SIGSTOP was sent still completes; once the
-    forking thread is stopped, the child is in its parent's list of children.
-    A thread seen stopped is not read again during this wait.
-    """
-    started = time.monotonic()
-    stopped: Set[str] = set()
-    pending = list(pids)
-    while pending:
-        pending = [pid for pid in pending if not _stopped(pid, stopped)]
-        waited = time.monotonic() - started
-        if not pending or waited >= timeout:
-            return
-        if waited < 0.002:  # a stop takes tens of microseconds: let the process run rather than sleep
-            os.sched_yield()
-        else:
-            time.sleep(0.0002)
-
-
-def _stopped(pid: int, stopped: Set[str]) -> bool:
-    """Whether every thread of the process is stopped, traced or dead (or the process is gone).
-
-    Threads found so are added to ``stopped``; those already in it are not read.
-    """
-    try:
-        tids = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return True
-    for tid in tids:
-        path = "/proc/%d/task/%s/stat" % (pid, tid)
-        if path in stopped:
-            continue
-        try:
-            line = _read_proc(path)
-        except OSError:  # that thread has exited
-            continue
-        if line[line.rindex(b")") + 2 :][:1] not in (b"T", b"t", b"Z", b"X"):
-            return False
-        stopped.add(path)
-    return True
-
-
-def _private_dir() -> Optional[str]:
-    """The default FIFO's directory when it is our private one under the temporary directory."""
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return None
-    return os.path.dirname(_default_path())
-
-
-def _check_directory(path: str) -> None:
-    """Refuse a FIFO directory that another user controls; make the private default one if missing."""
-    directory = os.path.dirname(os.path.abspath(path))
-    private = directory == _private_dir()
-    if private:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
-    try:
-        st = os.lstat(directory) if private else os.stat(directory)
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, "the directory of %s does not exist" % path) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "%s is not a directory" % directory)
-    if private and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
-        raise PermissionError(errno.EPERM, "%s must be a directory owned by you with mode 0700 (it is owned by %s, "
-                              "mode %03o); remove it or set FILETIMER_PATH"
-                              % (directory, _owner_name(st.st_uid), st.st_mode & 0o777))
-    _check_owner(directory, st, "the directory")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise PermissionError(errno.EPERM, "other users may replace files in %s (mode %03o, no sticky bit); "
-                              "choose a directory only you can write" % (directory, st.st_mode & 0o777))
-
-
-def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
-    """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino).
-
-    A stale FIFO of ours that nobody else could have opened is served again:
-    what clients wrote to a crashed server and it had not read is still in it
-    while a client holds it open. Another stale FIFO is replaced; anything
-    else at the path is left alone.
-    """
-    reuse = False
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISFIFO(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else (
-                "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a FIFO"
-            )
-            raise FileExistsError(errno.EEXIST, "%s exists and is %s; refusing to replace it" % (path, kind))
-        _check_owner(path, st, "the FIFO")
-        if _fifo_has_reader(path):
-            raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
-        reuse = st.st_uid == os.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o777 & ~mode
-        if not reuse:
-            os.unlink(path)  # stale, and open to others once (or under another name): a new one
-    if not reuse:
-        os.mkfifo(path, mode)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    opened = os.fstat(fd)
-    if not stat.S_ISFIFO(opened.st_mode) or (reuse and (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino)):
-        os.close(fd)
-        raise FileExistsError(errno.EEXIST, "%s was replaced while being created" % path)
-    os.fchmod(fd, mode)  # mkfifo applied the umask
-    return fd, (opened.st_dev, opened.st_ino)
-
-
-def _mark_as_filetimers(fd: int, path: str) -> None:
-    """An exclusive flock on the server's end of its FIFO: clients keep the FIFO open for it (not for torch's),
-    and a second server of the same FIFO is refused."""
-    try:
-        import fcntl
-    except ImportError:  # no flock: clients write and close, which works too
-        return
-    for _ in range(100):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:  # a client looking (it lets go at once), or another server
-            time.sleep(0.01)
-        except OSError:
-            return
-    raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
-
-
-def _fifo_has_reader(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as e:
-        if e.errno == errno.ENXIO:
-            return False
-        raise
-    os.close(fd)
-    return True
-
+# --- the state file: a journal replayed on a restart --------------------------------------------------------
 
 _STATE_HEAD = b'{"format": "filetimer-state"'  # how every state file we write begins
 _STATE_VERSION = 2
@@ -1155,11 +1238,7 @@ _MAX_TIMERS = 1_000_000  # more than any real workload; a state file may restore
 _STATE_LINE_MAX = 2 * PIPE_BUF  # a record is a request and a few fields more
 _STATE_MAX_BYTES = 3 * _MAX_TIMERS * _STATE_LINE_MAX  # a file larger than that is nobody's state
 _COMPACT_MIN_BYTES = 1 << 20  # of appended lines before a rewrite is worth its cost
-
-
-def _record(kind: str, **fields: object) -> bytes:
-    """One of the server's own state-file lines (a wire request's line is kept as it came)."""
-    return json.dumps(dict(record=kind, **fields)).encode("ascii") + b"\n"
+_RESTORE_GRACE = 0.3  # seconds a restarted server waits before firing restored timers: kept releases arrive
 
 
 def _check_private_file(path: str, st: os.stat_result) -> None:
@@ -1222,24 +1301,26 @@ class _StateFile:
             raise
         saved = os.fdopen(fd, "rb")
         try:
-            head = saved.readline(_STATE_LINE_MAX)
-            if not head.startswith(_STATE_HEAD):
-                raise FileExistsError(errno.EEXIST, "%s is not a filetimer state file; refusing to use or replace "
-                                      "it" % self.path)
-            try:
-                header = json.loads(head)
-            except RecursionError:
-                raise ValueError("JSON nested too deeply") from None
-            if not (type(header) is dict and header.get("version") == _STATE_VERSION
-                    and type(header.get("fifo")) is str):
-                raise ValueError("not a filetimer state file of version %d" % _STATE_VERSION)
-            if header["fifo"] != self.fifo:
-                raise FileExistsError(errno.EEXIST, "state file %s belongs to the server of %s, not of %s; refusing "
-                                      "to use or replace it" % (self.path, header["fifo"], self.fifo))
+            self._check_header(saved.readline(_STATE_LINE_MAX))
         except BaseException:
             saved.close()
             raise
         return saved
+
+    def _check_header(self, head: bytes) -> None:
+        """Refuse a file that is not this FIFO's state; ValueError if it is ours but unreadable."""
+        if not head.startswith(_STATE_HEAD):
+            raise FileExistsError(errno.EEXIST, "%s is not a filetimer state file; refusing to use or replace it"
+                                  % self.path)
+        try:
+            header = json.loads(head)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if not (type(header) is dict and header.get("version") == _STATE_VERSION and type(header.get("fifo")) is str):
+            raise ValueError("not a filetimer state file of version %d" % _STATE_VERSION)
+        if header["fifo"] != self.fifo:
+            raise FileExistsError(errno.EEXIST, "state file %s belongs to the server of %s, not of %s; refusing to "
+                                  "use or replace it" % (self.path, header["fifo"], self.fifo))
 
     def rewrite(self, lines: Iterable[bytes], since: int, backlog: int, lock: "ContextManager[object]") -> None:
         """Replace the file by ``lines``: the live state when the file had ``since`` bytes and ``backlog``
@@ -1386,7 +1467,602 @@ def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
     return list(timers.values()), len(due)
 
 
+
+
+def _worker_record(timers: _Timers, pid: int) -> bytes:
+    """Where a reaped worker stands: a signal still due (its timers dropped), or done with."""
+    due = timers.due.get(pid)
+    if due is None:
+        return _record("drop", pid=pid)
+    request = dataclasses.replace(due.request, start_time=timers.workers[pid].start_time)
+    return _record("schedule", at=time.time() + (due.when - time.monotonic()), signal=due.signal, event=due.event,
+                   request=json.loads(request.to_json()))
+
+
+class _Journal(_StateFile):
+    """The state file as the server's journal.
+
+    What the server reads is written here before it is applied, and the
+    changes of its own follow as records (``timers.records``, and a reaped
+    worker's :func:`_worker_record`). A restart replays it into the table; a
+    thread rewrites it from the table, outside the server's ``lock``, whenever
+    it has outgrown itself.
+    """
+
+    def __init__(self, path: str, fifo: str, timers: _Timers, lock: "ContextManager[object]") -> None:
+        super().__init__(path, fifo)
+        self.timers = timers
+        self.lock = lock
+        self.compact_due = threading.Event()  # set when the file should be rewritten
+        self.stopping = False
+
+    def open_or_set_aside(self) -> Optional[BinaryIO]:
+        """The saved state of this FIFO; a corrupt one is moved aside (ERROR), one not ours refused."""
+        try:
+            return self.open_saved()
+        except ValueError as e:
+            _log.error("state file %s is unusable (%s); moving it to %s.bad and starting empty", self.path, e,
+                       self.path)
+            os.replace(self.path, self.path + ".bad")
+            return None
+
+    def write(self, data: bytes) -> None:
+        """Append lines before they take effect."""
+        if data:
+            self.append(data)
+            if self.outgrown:
+                self.compact_due.set()
+
+    def flush(self) -> None:
+        """Write the records the table owes."""
+        if self.timers.records:
+            self.write(b"".join(self.timers.records))
+            self.timers.records.clear()
+
+    def restore(self, saved: BinaryIO) -> None:
+        """Replay a saved state into the table: timers, workers' identities and signals due.
+
+        A timer due within _RESTORE_GRACE fires no sooner, so that a release its
+        worker sent while no server ran (kept by its client) arrives first.
+        """
+        timers = self.timers
+        timers.replaying = True
+        try:
+            with saved:
+                bad = self._replay(saved)
+                self.adopt(saved)
+        finally:
+            timers.replaying = False
+            timers.records.clear()
+        settle = time.monotonic() + _RESTORE_GRACE
+        for _, timer in timers.armed():
+            timer.deadline = max(timer.deadline, settle)
+        timers.rebuild_heaps()
+        _log.info("restored %d timers and %d signals due from %s%s", timers.count, len(timers.due), self.path,
+                  " (%d unreadable lines skipped)" % bad if bad else "")
+
+    def _replay(self, saved: BinaryIO) -> int:
+        """Apply the saved lines in order; return how many were unreadable."""
+        bad = 0
+        batch: List[FileTimerRequest] = []  # the requests of one read, and after it the identities they had
+        identities: Dict[int, int] = {}  # pid: the start time of the process its lines without one named
+        for line in _state_lines(saved):
+            try:
+                if line.startswith(b'{"record": "identity"'):
+                    record = json.loads(line)
+                    identities[record["pid"]] = record["start_time"]
+                    continue
+                self._replay_batch(batch, identities)
+                if line.startswith(b'{"record"'):
+                    self._replay_record(json.loads(line))
+                    continue
+                try:
+                    batch.append(FileTimerRequest.from_json(line))
+                except ValueError:  # as ingest did: a request it ends with counts
+                    salvaged = _request_inside(line)
+                    if salvaged is None:
+                        raise
+                    batch.append(salvaged)
+            except (ValueError, KeyError, TypeError, RecursionError):
+                bad += 1
+            if self.timers.count > self.timers.max_total:
+                raise ValueError("state file %s holds more than %d timers" % (self.path, self.timers.max_total))
+        self._replay_batch(batch, identities)
+        return bad
+
+    def _replay_batch(self, batch: List[FileTimerRequest], identities: Dict[int, int]) -> None:
+        """Apply saved requests, bound to the process each named when it was read (torch's name none)."""
+        for request in batch:
+            if request.start_time is None:
+                request.start_time = identities.get(request.worker_pid)
+        self.timers.apply(batch, time.time(), time.monotonic())
+        batch.clear()
+
+    def _replay_record(self, record: Dict[str, Any]) -> None:
+        """Apply one of the server's own saved records as it was applied when it was written."""
+        kind = record["record"]
+        if kind == "schedule":  # every timer of the worker dropped, a signal due at "at"
+            request = FileTimerRequest._from_fields(record["request"])
+            at, sig, event = record["at"], record["signal"], record["event"]
+            if not (type(at) is float and type(sig) is int and 0 < sig < _NSIG and type(event) is str):
+                raise ValueError("a malformed schedule record")
+            worker = self.timers.watch(request)
+            if worker is not None:
+                self.timers.disarm(worker)
+                self.timers.due[worker.pid] = _Due(time.monotonic() + at - time.time(), sig, request, event)
+            return
+        worker = self.timers.workers.get(record["pid"])
+        if worker is not None and kind == "drop":  # reaped for the last time, or cleared
+            self.timers.disarm(worker)
+            self.timers.due.pop(worker.pid, None)
+
+    def compact_loop(self) -> None:
+        """Rewrite the file whenever its appended part has outgrown it; retry a failure every second."""
+        while True:
+            self.compact_due.wait()
+            if self.stopping:
+                return
+            self.compact_due.clear()
+            if not self.outgrown:
+                continue
+            try:
+                self.compact()
+            except Exception:  # a full disk must stop neither the watchdog nor stop()
+                _log.exception("could not rewrite the state file %s", self.path)
+                time.sleep(1)
+                self.compact_due.set()
+
+    def compact(self) -> None:
+        """Rewrite the file from the live timers and signals due (taken under the lock, written outside it)."""
+        with self.lock:
+            self.flush()
+            workers = [(w.pid, w.start_time, list(w.timers.values())) for w in self.timers.workers.values()]
+            due = [_worker_record(self.timers, pid) for pid in self.timers.due]
+            since, backlog = self.size, len(self.backlog)
+        lines = itertools.chain((_wire_line(pid, t.scope, t.expiration_time, t.signal, start_time, t.dump_signal)
+                                 for pid, start_time, timers in workers for t in timers), due)
+        self.rewrite(lines, since, backlog, self.lock)
+
+
+# --- the reaper: what happens when a timer fires ----------------------------------------------------------------
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for ``sig`` now (SigCgt in /proc/<pid>/status); False if unknown.
+
+    A worker that exec'd after arming, or whose application set the signal back to its default, would be
+    killed by a dump signal: alone, not with its tree. Without /proc (macOS) the client's word is taken.
+    """
+    if not _HAVE_PROC:
+        return True
+    try:
+        status = _read_proc("/proc/%d/status" % pid)
+        mask = int(status[status.index(b"\nSigCgt:") + 8 :].split(None, 1)[0], 16)
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(mask >> (sig - 1) & 1)
+
+
+def _children(pid: int) -> List[int]:
+    """The pids of the children of ``pid``, from /proc; none where there is no /proc (macOS).
+
+    OSError if part of it could not be read (the fd limit, ...): the list is not whole then.
+    """
+    found: List[int] = []
+    if not _HAVE_PROC:
+        return found
+    try:
+        entries = os.listdir("/proc/%d/task" % pid if _HAVE_PROC_CHILDREN else "/proc")
+    except OSError as e:
+        if e.errno in _GONE:
+            return found
+        raise
+    for entry in entries:
+        try:
+            if _HAVE_PROC_CHILDREN:
+                found += map(int, _read_proc("/proc/%d/task/%s/children" % (pid, entry)).split())
+            elif entry.isdigit() and _proc_stat(int(entry))[0] == pid:  # an older kernel: every process's parent
+                found.append(int(entry))
+        except OSError as e:
+            if e.errno not in _GONE:
+                raise
+    return found
+
+
+def _ancestors() -> Set[int]:
+    """This process and its ancestors: never part of a worker's tree, whatever /proc says."""
+    pids: Set[int] = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = _proc_stat(pid)[0]
+        except OSError:
+            pid = os.getppid() if pid == os.getpid() else 0
+    return pids
+
+
+def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
+    """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited.
+
+    A fork that was under way when SIGSTOP was sent still completes; once the
+    forking thread is stopped, the child is in its parent's list of children.
+    A thread seen stopped is not read again during this wait.
+    """
+    started = time.monotonic()
+    stopped: Set[str] = set()
+    pending = list(pids)
+    while pending:
+        pending = [pid for pid in pending if not _stopped(pid, stopped)]
+        waited = time.monotonic() - started
+        if not pending or waited >= timeout:
+            return
+        if waited < 0.002:  # a stop takes tens of microseconds: let the process run rather than sleep
+            os.sched_yield()
+        else:
+            time.sleep(0.0002)
+
+
+def _stopped(pid: int, stopped: Set[str]) -> bool:
+    """Whether every thread of the process is stopped, traced or dead (or the process is gone).
+
+    Threads found so are added to ``stopped``; those already in it are not read.
+    """
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return True
+    for tid in tids:
+        path = "/proc/%d/task/%s/stat" % (pid, tid)
+        if path in stopped:
+            continue
+        try:
+            line = _read_proc(path)
+        except OSError:  # that thread has exited
+            continue
+        if line[line.rindex(b")") + 2 :][:1] not in (b"T", b"t", b"Z", b"X"):
+            return False
+        stopped.add(path)
+    return True
+
+
+
+class _TreeWalk:
+    """A worker's process tree, stopped so that none of it can fork away, then killed.
+
+    Each process is stopped (SIGSTOP) before its children are listed, and
+    the walk is repeated until a pass over the stopped tree finds nothing
+    new. Each process is bound to its identity (pidfd, else start time) and
+    to its parent; the server and its ancestors are never touched.
+    """
+
+    def __init__(self, worker: _Worker) -> None:
+        self.tree = [worker]  # the worker, then its descendants, breadth first
+        self.seen = {worker.pid}
+        self.unread: Set[int] = set()  # processes whose children, or identity, could not be read
+        self.frugal = False  # once at the fd limit: children are bound by their start time alone
+        self.spared: Optional[Set[int]] = None  # the server and its ancestors, read once a child turns up
+
+    def stop_descendants(self) -> None:
+        """Stop the (stopped) worker's descendants, until a pass over the tree finds no new process."""
+        grown = True
+        while grown:
+            grown = False
+            _wait_until_stopped([process.pid for process in self.tree])
+            for parent in self.tree:  # grows as it is walked
+                try:
+                    children = self._at_fd_limit(_children, parent.pid)
+                except OSError:
+                    self.unread.add(parent.pid)
+                    continue
+                self.unread.discard(parent.pid)
+                for pid in children:
+                    grown = self._add(pid, parent.pid) or grown
+
+    def _add(self, pid: int, parent: int) -> bool:
+        """Stop a listed child and add it to the tree; whether it was a new one."""
+        if self.spared is None:
+            self.spared = _ancestors()
+        if pid in self.seen or pid in self.spared:
+            return False
+        try:
+            child = self._at_fd_limit(self._stop_child, pid, parent)
+        except OSError:
+            self.unread.add(pid)
+            return False
+        self.unread.discard(pid)
+        if child is None:
+            return False
+        self.seen.add(pid)
+        self.tree.append(child)
+        return True
+
+    def _at_fd_limit(self, read: Callable[..., _T], *args: Any) -> _T:
+        """read(); at the fd limit, again once a stopped process gave up its pidfd, and no more pidfds are
+        taken: a stopped process cannot exit by itself, so its start time checked again binds it."""
+        try:
+            return read(*args)
+        except OSError as e:
+            held = [p for p in self.tree[1:] if p.pidfd is not None and p.start_time is not None]
+            if e.errno not in (errno.EMFILE, errno.ENFILE) or not held:
+                raise
+            self.frugal = True
+            held[-1].close()
+            return read(*args)
+
+    def _stop_child(self, pid: int, parent: int) -> Optional[_Worker]:
+        """Stop a listed child, bound to its identity and still its parent's; None if it is gone, OSError if
+        it cannot be read now."""
+        child = _Worker.attach(pid, None, not self.frugal)
+        if child is None:
+            return None
+        try:
+            if _proc_stat(pid)[0] != parent:  # the pid was reused meanwhile
+                raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
+            child.send_signal(_SIGSTOP)
+        except OSError as e:
+            child.close()
+            if e.errno in _GONE:
+                return None
+            raise
+        return child
+
+    def kill(self) -> int:
+        """SIGKILL the whole stopped tree; return the number of descendants."""
+        worker = self.tree[0]
+        for process in self.tree:
+            try:
+                process.send_signal(_SIGKILL)
+            except OSError as e:
+                if e.errno not in _GONE:
+                    self.unread.add(process.pid)
+        for process in self.tree[1:]:
+            process.close()
+        if self.unread:
+            _log.error("kill worker process: pid %d: %d processes of its tree could not be read (file descriptors "
+                       "or /proc): their children may live on", worker.pid, len(self.unread))
+        if len(self.tree) > 1:
+            _log.info("kill worker process: pid %d: %d descendants killed with it", worker.pid, len(self.tree) - 1)
+        return len(self.tree) - 1
+
+
+# The events reported to a server's log_event, with the request concerned (None for the first two).
+_STARTED, _STOPPED = "watchdog started", "watchdog stopped"
+_EXPIRED = "timer expired"
+_DUMPING, _KILLING, _ESCALATING = "dump worker stacks", "kill worker process", "escalate worker process"
+_Event = Tuple[str, Optional[FileTimerRequest], str]  # an event, its request, and a warning to log (or "")
+
+_DUMP_GRACE = 0.1  # seconds from the stack-dump signal to the kill (see README "When a worker hangs")
+_QUIET_EXPIRIES_PER_PASS = 1000  # report-only expiries handled per pass, after every signal due is sent
+_FD_RESERVE = 8  # descriptors held back for a kill at the fd limit: its /proc reads and the tree's pidfds
+
+
+class _Reaper:
+    """What happens when a timer fires.
+
+    A worker whose timers expire is signalled once, with the signal of the
+    earliest: a worker that can dump its stacks is asked to first and
+    signalled ``dump_grace`` later; SIGKILL takes its process tree (with
+    ``kill_tree``); another signal escalates to SIGKILL ``kill_after`` later.
+    Every signal goes through ``reap_worker`` (the server's, which a subclass
+    may override) to a process whose identity is verified, never to pid 0, 1
+    or the server (but with ``exit_on_reap``); a signal due later is recorded in
+    the ``journal`` before a crash can forget it. Events are collected for the
+    server to report after the pass's signals.
+    """
+
+    def __init__(self, timers: _Timers, reap_worker: Callable[[int, int], bool], journal: Callable[[bytes], None],
+                 dump_grace: float, kill_after: Optional[float], kill_tree: bool, exit_on_reap: bool) -> None:
+        self.timers = timers
+        self.reap_worker = reap_worker
+        self.journal = journal
+        self.dump_grace = dump_grace
+        self.kill_after = kill_after
+        self.kill_tree = kill_tree
+        self.exit_on_reap = exit_on_reap
+        self.events: List[_Event] = []
+        self._reserve: List[int] = []
+
+    def reap_expired(self, now: float) -> int:
+        """Reap every worker with an expired timer, then report a bounded number of report-only expiries;
+        return the last signal sent (0: none)."""
+        sent = 0
+        for worker, expired in self.timers.pop_expired(now).items():
+            try:  # whatever one reap raises (a subclass's reap_worker), the others go on
+                self.events += [(_EXPIRED, timer.request(worker), "") for timer in expired]
+                if worker.pid in self.timers.due:  # dumped (or signalled) already: its kill is not postponed
+                    self.journal(_worker_record(self.timers, worker.pid))
+                else:
+                    sent = self._reap(worker, expired[0].request(worker), now) or sent
+            except Exception:
+                _log.exception("reaping pid %d failed", worker.pid)
+        releases = []
+        for worker, timer in self.timers.pop_quiet(now, _QUIET_EXPIRIES_PER_PASS):
+            self.events.append((_EXPIRED, timer.request(worker), ""))
+            releases.append(_wire_line(worker.pid, timer.scope, -1, 0))
+        self.journal(b"".join(releases))
+        return sent
+
+    def _reap(self, worker: _Worker, decider: FileTimerRequest, now: float) -> int:
+        """Ask the worker to dump its stacks and schedule its signal, or signal it now."""
+        self.free_reserve()
+        dump = decider.dump_signal
+        if dump and self.dump_grace > 0 and _catches(worker.pid, dump) and self.signal(worker, dump):
+            self.timers.due[worker.pid] = _Due(now + self.dump_grace, decider.signal, decider, _KILLING)
+            self.journal(_worker_record(self.timers, worker.pid))  # before a crash can forget the kill
+            self.events.append((_DUMPING, decider, "%s: pid %d (scope %r) timed out; %s in %.3g s" % (
+                _DUMPING, worker.pid, decider.scope_id, _signal_name(decider.signal), self.dump_grace)))
+            return 0
+        return self._kill(worker, decider.signal, decider, _KILLING, now)
+
+    def send_due(self, now: float) -> int:
+        """Send the signals due by now; return the last one sent (0: none)."""
+        sent = 0
+        for pid, due in list(self.timers.due.items()):
+            if due.when <= now:
+                del self.timers.due[pid]
+                sent = self._kill(self.timers.workers[pid], due.signal, due.request, due.event, now) or sent
+        return sent
+
+    def _kill(self, worker: _Worker, sig: int, request: FileTimerRequest, event: str, now: float) -> int:
+        """Reap a worker with ``sig``, schedule its escalation, record and report it; return sig if sent."""
+        self.free_reserve()
+        sent = self.reap_worker(worker.pid, sig)
+        if sent and self.kill_after is not None and sig != _SIGKILL and worker.pid in self.timers.workers:
+            self.timers.due[worker.pid] = _Due(now + self.kill_after, _SIGKILL,
+                                               dataclasses.replace(request, signal=_SIGKILL), _ESCALATING)
+        self.journal(_worker_record(self.timers, worker.pid))  # signalled for the last time, or when to escalate
+        if not sent:
+            return 0
+        self.events.append((event, request, "%s: pid %d (scope %r) with %s" % (
+            event, worker.pid, request.scope_id, _signal_name(sig))))
+        return sig
+
+    def signal_worker(self, pid: int, sig: int) -> bool:
+        """What the server's _reap_worker does: SIGKILL takes the worker's tree; another signal only the
+        process that armed the timer; exit_on_reap's signal goes to the server's own process."""
+        if pid == os.getpid() and self.exit_on_reap:
+            os.kill(pid, sig)
+            return True
+        worker = self.timers.workers.get(pid)
+        if worker is None:
+            return False
+        if sig == _SIGKILL and self.kill_tree:
+            return self.kill_process_tree(worker) is not None
+        return self.signal(worker, sig)
+
+    def kill_process_tree(self, worker: _Worker) -> Optional[int]:
+        """SIGKILL the worker and its descendants (see _TreeWalk); the number of descendants, or None if the
+        worker could not be signalled."""
+        if not self.signal(worker, _SIGSTOP):
+            return None
+        walk = _TreeWalk(worker)
+        walk.stop_descendants()
+        return walk.kill()
+
+    def signal(self, worker: _Worker, sig: int) -> bool:
+        """Signal the worker if that is safe and it is still the same process."""
+        pid = worker.pid
+        if pid <= 1 or (pid == os.getpid() and not self.exit_on_reap):
+            _log.error("refusing to signal pid %d", pid)
+            return False
+        try:
+            worker.send_signal(sig)
+        except ProcessLookupError:
+            _log.info("pid %d exited before it could be signalled", pid)
+            return False
+        except OSError as e:
+            _log.error("could not send %s to pid %d: %s", _signal_name(sig), pid, e)
+            return False
+        return True
+
+    def hold_reserve(self) -> None:
+        """Hold descriptors back for the next kill, as many as the fd limit lets us."""
+        while len(self._reserve) < _FD_RESERVE:
+            try:
+                self._reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:  # at the limit: as many as there are
+                return
+
+    def free_reserve(self) -> None:
+        """Give the held-back descriptors to a kill; the pass takes them back when it ends."""
+        for fd in self._reserve:
+            os.close(fd)
+        self._reserve.clear()
+
+
+# --- server ---------------------------------------------------------------------------------------------------
+
+def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
+    """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino).
+
+    A stale FIFO of ours that nobody else could have opened is served again:
+    what clients wrote to a crashed server and it had not read is still in it
+    while a client holds it open. Another stale FIFO is replaced; anything
+    else at the path is left alone.
+    """
+    reuse = False
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISFIFO(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else (
+                "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a FIFO"
+            )
+            raise FileExistsError(errno.EEXIST, "%s exists and is %s; refusing to replace it" % (path, kind))
+        _check_owner(path, st, "the FIFO")
+        if _fifo_has_reader(path):
+            raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
+        reuse = st.st_uid == os.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o777 & ~mode
+        if not reuse:
+            os.unlink(path)  # stale, and open to others once (or under another name): a new one
+    if not reuse:
+        os.mkfifo(path, mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    opened = os.fstat(fd)
+    if not stat.S_ISFIFO(opened.st_mode) or (reuse and (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino)):
+        os.close(fd)
+        raise FileExistsError(errno.EEXIST, "%s was replaced while being created" % path)
+    os.fchmod(fd, mode)  # mkfifo applied the umask
+    return fd, (opened.st_dev, opened.st_ino)
+
+
+def _mark_as_filetimers(fd: int, path: str) -> None:
+    """An exclusive flock on the server's end of its FIFO: clients keep the FIFO open for it (not for torch's),
+    and a second server of the same FIFO is refused."""
+    try:
+        import fcntl
+    except ImportError:  # no flock: clients write and close, which works too
+        return
+    for _ in range(100):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:  # a client looking (it lets go at once), or another server
+            time.sleep(0.01)
+        except OSError:
+            return
+    raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
+
+
+
+def _raise_fd_limit() -> None:
+    """Let the process open as many descriptors as its hard limit allows: a pidfd per watched worker."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # no resource module (Windows), or not allowed: as it is
+        pass
+
+
+def _check_server_options(max_interval: float, dump_grace: float, kill_after: Optional[float], mode: int,
+                          caps: Dict[str, int]) -> None:
+    """ValueError naming the first option that is out of range."""
+    _check_seconds("max_interval", max_interval, positive=True)
+    _check_seconds("dump_grace", dump_grace)
+    if kill_after is not None:
+        _check_seconds("kill_after", kill_after)
+    if not (isinstance(mode, int) and 0 <= mode <= 0o777):
+        raise ValueError("mode must be permission bits such as 0o600, got %r" % (mode,))
+    if mode & 0o002:
+        raise ValueError("mode %03o lets every user write the FIFO, and so have your processes signalled; "
+                         "use 0o600 (or 0o620 for your group)" % mode)
+    for name, cap in caps.items():
+        if not (type(cap) is int and cap > 0):
+            raise ValueError("%s must be a positive integer, got %r" % (name, cap))
+    if mode & 0o044:
+        raise ValueError("mode %03o lets others read the FIFO, and so take requests meant for the server and "
+                         "learn pids and scopes; use 0o600 (or 0o620 for your group)" % mode)
+
+
 LogEvent = Callable[[str, Optional[FileTimerRequest]], None]
+_READ_SIZE = 8192  # a read's lines are applied together: a flood of tiny lines is still cut into small bites
+_READ_SECONDS = 0.002  # of reading per pass; then deadlines are looked at, whatever is left in the pipe
+_SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 
 
 class FileTimerServer:
@@ -1394,17 +2070,24 @@ class FileTimerServer:
 
     One watchdog thread blocks in a single select on the FIFO, a wake-up pipe
     and the workers' pidfds, and wakes at the earliest of: a request, the
-    nearest deadline, a scheduled signal, a worker exit, ``stop()``, or the
-    ``max_interval`` heartbeat. Deadlines are kept on the monotonic clock.
+    nearest deadline, a signal due, a worker exit, ``stop()``, or the
+    ``max_interval`` heartbeat. Deadlines are kept on the monotonic clock. The
+    bookkeeping is a _Timers, the kill policy a _Reaper, the state file a _Journal.
 
-    Keyword options beyond torch's: ``mode`` of the FIFO (others may not
-    write it); ``kill_after`` seconds after which a signalled worker that is
-    still alive gets SIGKILL; ``exit_on_reap`` to signal the server's own
-    process after reaping a worker, as torch does; ``state_file`` to journal
-    what the server reads there, before applying it, and replay it on a
-    restart (see _StateFile); ``kill_tree`` to SIGKILL a worker's descendants
-    with it; ``dump_grace`` seconds between asking a worker to dump its stacks
-    and its signal (0: no dump).
+    Callers use ``start``/``stop`` (or ``with``), ``run_once``, torch's
+    ``register_timers``, ``clear_timers``, ``get_expired_timers``,
+    ``is_process_running``, and ``timers()``, ``request_count``,
+    ``rejected_count``. A subclass may override ``_reap_worker``, through
+    which every reap goes, as in torch.
+
+    Options beyond torch's: ``mode`` of the FIFO (others may not write it);
+    ``kill_after``, seconds after which a signalled worker still alive gets
+    SIGKILL; ``exit_on_reap``, to signal the server's own process after a
+    reap, as torch does; ``state_file``, to journal what the server reads and
+    replay it on a restart; ``kill_tree``, to SIGKILL a worker's descendants
+    with it; ``dump_grace``, seconds between asking a worker to dump its
+    stacks and its signal (0: no dump); ``max_timers_per_pid`` and
+    ``max_timers``, beyond which timers are refused.
     """
 
     def __init__(
@@ -1425,70 +2108,57 @@ class FileTimerServer:
         max_timers: int = _MAX_TIMERS,
     ) -> None:
         _require_posix()
-        _check_seconds("max_interval", max_interval, positive=True)
-        _check_seconds("dump_grace", dump_grace)
-        if kill_after is not None:
-            _check_seconds("kill_after", kill_after)
-        if not (isinstance(mode, int) and 0 <= mode <= 0o777):
-            raise ValueError("mode must be permission bits such as 0o600, got %r" % (mode,))
-        if mode & 0o002:
-            raise ValueError("mode %03o lets every user write the FIFO, and so have your processes signalled; "
-                             "use 0o600 (or 0o620 for your group)" % mode)
-        for name, cap in (("max_timers_per_pid", max_timers_per_pid), ("max_timers", max_timers)):
-            if not (type(cap) is int and cap > 0):
-                raise ValueError("%s must be a positive integer, got %r" % (name, cap))
-        if mode & 0o044:
-            raise ValueError("mode %03o lets others read the FIFO, and so take requests meant for the server and "
-                             "learn pids and scopes; use 0o600 (or 0o620 for your group)" % mode)
+        _check_server_options(max_interval, dump_grace, kill_after, mode,
+                              {"max_timers_per_pid": max_timers_per_pid, "max_timers": max_timers})
         self._file_path = _resolve_path(file_path)
         _check_directory(self._file_path)  # first: it makes the private default directory
-        self._state: Optional[_StateFile] = None
-        saved: Optional[BinaryIO] = None
-        if state_file is not None:  # before the FIFO is made: a state file not ours to use stops us here
-            self._state = _StateFile(state_file, self._file_path)
-            saved = self._open_saved_state()
-        self._run_id = run_id
         self._max_interval = float(max_interval)
         self._daemon = daemon
         self._log_event_cb = log_event
-        self._kill_after = kill_after
-        self._exit_on_reap = exit_on_reap
-        self._kill_tree = kill_tree
-        self._dump_grace = float(dump_grace)
-        self._records: List[bytes] = []  # state-file lines of this pass not yet appended
-        self._compact_due = threading.Event()  # set when the state file should be rewritten
-        self._compactor: Optional[threading.Thread] = None
-        self._replaying = False
-        # Of this pass, reported after its signals: (event, its request, a warning to log or "").
-        self._events: List[Tuple[str, Optional[FileTimerRequest], str]] = []
-        self._max_timers_per_pid, self._max_timers = max_timers_per_pid, max_timers
-        self._reject_log = _LogLimit("rejected lines")
-        self._refuse_log = _LogLimit("refused timers")
-        self._ignore_log = _LogLimit("timers of processes that are gone")
-
         self.request_count = 0  # valid requests processed
         self.rejected_count = 0  # lines refused
-        self._lock = threading.RLock()  # guards everything below against the public methods
-        # Active timers by (pid, scope). Each is also a heap entry
-        # [deadline, seq, request]; a replaced or released entry has its
-        # request set to None and is skipped when it reaches the top.
-        self._timers: Dict[Tuple[int, str], List[Any]] = {}
-        self._heap: List[List[Any]] = []
-        self._quiet: List[List[Any]] = []  # the same, for report-only timers (signal 0): never ahead of a kill
-        self._seq = 0
-        self._workers: Dict[int, _Worker] = {}
-        # Signals due later, by pid: (monotonic time, signal, request, event): a kill after a
-        # stack dump, or a SIGKILL after kill_after.
-        self._scheduled: Dict[int, Tuple[float, int, FileTimerRequest, str]] = {}
-        self._reaped_signal = 0  # for exit_on_reap: a signal sent in this pass
+        self._reject_log = _LogLimit("rejected lines")
+        self._lock = threading.RLock()  # guards the tables and the pipe against the public methods
+        self._selector = selectors.DefaultSelector()
+        self._timers = _Timers(self._selector, max_timers_per_pid, max_timers)
+        self._reaper = _Reaper(self._timers, self._reap_worker, self._write_journal, float(dump_grace), kill_after,
+                               kill_tree, exit_on_reap)
         self._partial = b""  # an unfinished line from the last read
         self._skipping = False  # inside an over-long line, until its newline
         self._last_progress_time = int(time.time())
         self._next_beat = time.monotonic() + self._max_interval
         self._thread: Optional[threading.Thread] = None
-        self._stopping = False
-        self._closed = False
+        self._compactor: Optional[threading.Thread] = None
+        self._stopping = self._closed = False
+        self._journal = self._open(state_file, mode)
 
+    def _open(self, state_file: Optional[str], mode: int) -> Optional[_Journal]:
+        """Open the state file (before the FIFO: one not ours to use stops us here), the FIFO, then restore."""
+        saved: Optional[BinaryIO] = None
+        journal = None
+        try:
+            if state_file is not None:
+                journal = _Journal(state_file, self._file_path, self._timers, self._lock)
+                saved = journal.open_or_set_aside()
+            self._open_fifo(mode)
+        except BaseException:
+            self._selector.close()
+            if saved is not None:
+                saved.close()
+            raise
+        try:
+            if journal is not None and saved is not None:
+                journal.restore(saved)
+            if journal is not None and journal.fd < 0:
+                journal.compact()  # a fresh file, appended to from now on
+        except BaseException:
+            self._journal = journal
+            self._close()
+            raise
+        return journal
+
+    def _open_fifo(self, mode: int) -> None:
+        """Make the FIFO and the wake-up pipe, and hold a writer and a reserve of descriptors."""
         _raise_fd_limit()
         self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
         try:
@@ -1502,20 +2172,9 @@ class FileTimerServer:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._selector = selectors.DefaultSelector()
         self._selector.register(self._read_fd, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._reserve: List[int] = []
-        self._hold_reserve()
-        if self._state is not None:
-            try:
-                if saved is not None:
-                    self._restore(saved)
-                if self._state.fd < 0:
-                    self._compact()  # a fresh file, appended to from now on
-            except BaseException:
-                self._close()
-                raise
+        self._reaper.hold_reserve()
 
     # -- life cycle
 
@@ -1528,10 +2187,10 @@ class FileTimerServer:
         _log.debug("serving %s (max_interval=%s)", self._file_path, self._max_interval)
         self._thread = threading.Thread(target=self._watchdog_loop, name="filetimer-watchdog", daemon=self._daemon)
         self._thread.start()
-        if self._state is not None:
-            self._compactor = threading.Thread(target=self._compact_loop, name="filetimer-state", daemon=True)
+        if self._journal is not None:
+            self._compactor = threading.Thread(target=self._journal.compact_loop, name="filetimer-state", daemon=True)
             self._compactor.start()
-        self._log_event("watchdog started", None)
+        self._log_event(_STARTED, None)
 
     def stop(self) -> None:
         """Stop the watchdog, apply what is still in the pipe, close everything and remove the FIFO if ours."""
@@ -1542,7 +2201,7 @@ class FileTimerServer:
             while self._read_requests():  # a request written before stop() is not lost with the pipe
                 pass
             self._close()
-        self._log_event("watchdog stopped", None)
+        self._log_event(_STOPPED, None)
 
     def run_once(self) -> None:
         """Apply everything in the pipe and reap every expired timer, once; then stop (as torch does)."""
@@ -1564,7 +2223,9 @@ class FileTimerServer:
     def _stop_thread(self) -> None:
         thread = self._thread
         self._stopping = True
-        self._compact_due.set()
+        if self._journal is not None:
+            self._journal.stopping = True
+            self._journal.compact_due.set()
         if self._compactor is not None:
             self._compactor.join()
             self._compactor = None
@@ -1581,14 +2242,14 @@ class FileTimerServer:
 
     def _close(self) -> None:
         self._closed = True
-        for worker in list(self._workers.values()):
-            self._forget_worker(worker)
+        for worker in list(self._timers.workers.values()):
+            self._timers.forget(worker)
         self._selector.close()
         for fd in (self._read_fd, self._hold_fd, self._wake_r, self._wake_w):
             os.close(fd)
-        self._free_reserve()
-        if self._state is not None:
-            self._state.close()
+        self._reaper.free_reserve()
+        if self._journal is not None:
+            self._journal.close()
         try:
             st = os.lstat(self._file_path)
             if stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == self._fifo_id:
@@ -1596,20 +2257,12 @@ class FileTimerServer:
         except OSError:
             pass
 
-    # -- torch's public methods
+    # -- torch's public methods and hooks
 
     @staticmethod
     def is_process_running(pid: int) -> bool:
         """Whether a process with this pid exists (0 and negative pids are never "running")."""
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except PermissionError:
-            return True  # it exists, it just isn't ours
-        except OSError:
-            return False
-        return True
+        return _pid_exists(pid)
 
     def get_last_progress_time(self) -> int:
         """Wall-clock second of the watchdog's last pass."""
@@ -1619,8 +2272,9 @@ class FileTimerServer:
         """Apply acquires and releases, in order, as if they had arrived on the FIFO."""
         with self._lock:
             requests = list(timer_requests)
-            self._journal(b"".join(map(_wire_line, requests)))
-            self._apply(requests, time.time(), time.monotonic())
+            self._write_journal(b"".join(request._line() for request in requests))
+            self.request_count += self._timers.apply(requests, time.time(), time.monotonic())
+            self._flush_records()
             if not self._closed:
                 self._wake()  # a new deadline may be the nearest
 
@@ -1628,35 +2282,46 @@ class FileTimerServer:
         """Drop every timer of these pids, and of workers that have exited."""
         with self._lock:
             for pid in set(worker_pids):
-                worker = self._workers.get(pid)
+                worker = self._timers.workers.get(pid)
                 if worker is not None:
-                    self._drop_timers(worker)
-                    self._scheduled.pop(pid, None)
-                    self._records.append(_record("drop", pid=pid))
+                    self._timers.disarm(worker)
+                    self._timers.due.pop(pid, None)
+                    self._timers.records.append(_record("drop", pid=pid))
             self._flush_records()
-            for worker in list(self._workers.values()):
-                with contextlib.suppress(OSError):  # unknown now: kept
-                    if not worker.is_alive():
-                        self._forget_worker(worker)
+            self._timers.forget_exited(self._timers.workers.values())
 
     def get_expired_timers(self, deadline: float) -> Dict[int, List[FileTimerRequest]]:
         """Active timers due at or before the wall-clock ``deadline``, by pid."""
         with self._lock:
             due = time.monotonic() + (deadline - time.time())
             expired: Dict[int, List[FileTimerRequest]] = {}
-            for entry in sorted(self._timers.values(), key=lambda entry: entry[:2]):
-                if entry[0] <= due:
-                    expired.setdefault(entry[2].worker_pid, []).append(entry[2])
+            for worker, timer in sorted((armed for armed in self._timers.armed() if armed[1].deadline <= due),
+                                        key=lambda armed: armed[1].deadline):
+                expired.setdefault(worker.pid, []).append(timer.request(worker))
             return expired
 
     def timers(self) -> List[FileTimerRequest]:
         """A snapshot of the active timers."""
         with self._lock:
-            return [entry[2] for entry in self._timers.values()]
+            return [timer.request(worker) for worker, timer in self._timers.armed()]
 
     @property
     def file_path(self) -> str:
         return self._file_path
+
+    @property
+    def _request_count(self) -> int:
+        """torch's name for request_count."""
+        return self.request_count
+
+    def _reap_worker(self, worker_pid: int, signal: int) -> bool:
+        """Signal a worker being reaped: SIGKILL takes its whole tree; another signal only the process that
+        armed the timer.
+
+        Every reap goes through here, as in torch's server (exit_on_reap's signal to the server's own
+        process too): a subclass may override it, and True counts as reaped.
+        """
+        return self._reaper.signal_worker(worker_pid, signal)
 
     # -- the watchdog
 
@@ -1680,14 +2345,7 @@ class FileTimerServer:
         instead, so a kill is not up to a millisecond late.
         """
         with self._lock:
-            deadline = math.inf
-            for heap in (self._heap, self._quiet):
-                while heap and heap[0][2] is None:  # released or replaced
-                    heapq.heappop(heap)
-                if heap:
-                    deadline = min(deadline, heap[0][0])
-            if self._scheduled:
-                deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))
+            deadline = self._timers.next_deadline()
         if deadline > self._next_beat:  # only the heartbeat is due: no precision needed
             return self._selector.select(max(0.0, self._next_beat - time.monotonic()))
         timeout = deadline - time.monotonic()
@@ -1700,6 +2358,7 @@ class FileTimerServer:
         return self._selector.select(0)
 
     def _run_pass(self, ready: List[Tuple[selectors.SelectorKey, int]]) -> None:
+        """Read requests, reap what expired, send what is due; then report the pass's events."""
         for key, _ in ready:
             if key.fd == self._read_fd:
                 self._read_requests()
@@ -1707,44 +2366,26 @@ class FileTimerServer:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
             elif isinstance(key.data, _Worker):
-                self._forget_worker(key.data)  # its pidfd is readable: it exited
+                self._timers.forget(key.data)  # its pidfd is readable: it exited
         now = time.monotonic()
-        self._reaped_signal = 0
-        self._reap_expired(now)
-        if self._scheduled:
-            self._send_scheduled(now)
-        events, self._events = self._events, []
+        sent = self._reaper.reap_expired(now)
+        if self._timers.due:
+            sent = self._reaper.send_due(now) or sent
+        events, self._reaper.events = self._reaper.events, []
         for name, request, warning in events:  # after every signal of the pass
             if warning:
                 _log.warning("%s", warning)
             self._log_event(name, request)
-        if self._reaped_signal and self._exit_on_reap:
+        if sent and self._reaper.exit_on_reap:
             _log.warning("exit_on_reap: signalling the server's own process %d with %s", os.getpid(),
-                         _signal_name(self._reaped_signal))
-            self._reap_worker(os.getpid(), self._reaped_signal)
+                         _signal_name(sent))
+            self._reap_worker(os.getpid(), sent)
         if now >= self._next_beat:
             self._next_beat = now + self._max_interval
-            self._forget_idle_workers()
-            for worker in list(self._workers.values()):
-                with contextlib.suppress(OSError):  # unknown now: kept
-                    if worker.pidfd is None and not worker.is_alive():
-                        self._forget_worker(worker)
-        if len(self._reserve) < _FD_RESERVE:
-            self._hold_reserve()
+            self._timers.forget_idle()
+            self._timers.forget_exited(worker for worker in self._timers.workers.values() if worker.pidfd is None)
+        self._reaper.hold_reserve()
         self._last_progress_time = int(time.time())
-
-    def _hold_reserve(self) -> None:
-        while len(self._reserve) < _FD_RESERVE:
-            try:
-                self._reserve.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError:  # at the limit: as many as there are
-                return
-
-    def _free_reserve(self) -> None:
-        """Give the held-back descriptors to a kill; the pass takes them back when it ends."""
-        for fd in self._reserve:
-            os.close(fd)
-        self._reserve.clear()
 
     def _read_requests(self) -> bool:
         """Apply what the pipe holds, for at most _READ_SECONDS; True if there may be more."""
@@ -1777,8 +2418,8 @@ class FileTimerServer:
             self._skipping = True
         if not lines:
             return
-        if self._state is not None:
-            self._journal(b"\n".join(lines) + b"\n")  # durable before it is applied
+        if self._journal is not None:
+            self._journal.write(b"\n".join(lines) + b"\n")  # durable before it is applied
         requests = []
         for line in lines:
             if line:
@@ -1789,7 +2430,7 @@ class FileTimerServer:
                     request = _request_inside(line)
                     if request is not None:
                         requests.append(request)
-        self._apply(requests, time.time(), time.monotonic())
+        self.request_count += self._timers.apply(requests, time.time(), time.monotonic())
         self._flush_records()
 
     def _reject(self, line: bytes, reason: str) -> None:
@@ -1798,462 +2439,15 @@ class FileTimerServer:
         if self._reject_log.allow():
             _log.warning("rejected request %r: %s", line[:100], reason)
 
-    def _apply(self, requests: Iterable[FileTimerRequest], wall_now: float, mono_now: float) -> None:
-        """Arm, re-arm or release each request's timer, in order (the ingest hot path)."""
-        timers, workers, heap, quiet = self._timers, self._workers, self._heap, self._quiet
-        applied = 0
-        for request in requests:
-            applied += 1
-            pid, scope = request.worker_pid, request.scope_id
-            worker = workers.get(pid)
-            if worker is None or request.start_time not in (None, worker.start_time):
-                if request.expiration_time < 0:  # for no process watched: nothing to release
-                    continue
-                worker = self._watch(request)  # None if it names an earlier process at this pid: its timer stays
-                if worker is None:
-                    continue
-            old = timers.pop((pid, scope), None)
-            if old is not None:
-                old[2] = None  # its heap entry is now stale
-            if request.expiration_time < 0:
-                worker.scopes.discard(scope)
-                continue
-            if old is None and (len(worker.scopes) >= self._max_timers_per_pid or len(timers) >= self._max_timers):
-                self._refuse(request)
-                continue
-            # Converted once, on arrival: a wall-clock step later changes nothing.
-            entry = [mono_now + (request.expiration_time - wall_now), self._seq, request]
-            self._seq += 1
-            timers[pid, scope] = entry
-            heapq.heappush(heap if request.signal else quiet, entry)
-            worker.scopes.add(scope)
-        self.request_count += applied
-        if len(heap) + len(quiet) > 2 * len(timers) + 1024:  # mostly stale entries
-            self._heap = [entry for entry in timers.values() if entry[2].signal]
-            self._quiet = [entry for entry in timers.values() if not entry[2].signal]
-            heapq.heapify(self._heap)
-            heapq.heapify(self._quiet)
-
-    def _refuse(self, request: FileTimerRequest) -> None:
-        """A timer over a cap: not armed, and said so (a few times a minute)."""
-        if self._refuse_log.allow():
-            per_pid = len(self._workers[request.worker_pid].scopes) >= self._max_timers_per_pid
-            _log.warning("refusing a timer for pid %d (scope %r): %s", request.worker_pid, request.scope_id,
-                         "it has %d timers, max_timers_per_pid" % self._max_timers_per_pid if per_pid
-                         else "the server holds %d timers, max_timers" % self._max_timers)
-
-    def _watch(self, request: FileTimerRequest) -> Optional[_Worker]:
-        """The worker record for the request's pid, made on first sight; None if it is gone."""
-        pid = request.worker_pid
-        worker = self._workers.get(pid)
-        if worker is not None:
-            if request.start_time is None or worker.start_time in (None, request.start_time):
-                return worker
-            try:
-                alive = worker.is_alive()
-            except OSError as e:
-                self._unverified(pid, e)
-                return None
-            if alive:  # the request names an earlier process that had this pid
-                if not self._replaying and self._ignore_log.allow():
-                    _log.info("ignoring a timer for pid %d: it names a process that has exited", pid)
-                return None
-            self._forget_worker(worker)  # the pid now belongs to the process the request names
-        if pid <= 1:
-            if self._refuse_log.allow():
-                _log.error("refusing a timer for pid %d: it names a process group or init", pid)
-            return None
-        try:
-            worker = _Worker.attach(pid, request.start_time)
-        except OSError:
-            self._forget_idle_workers()  # their pidfds; then once more
-            try:
-                worker = _Worker.attach(pid, request.start_time)
-            except OSError as e:
-                self._unverified(pid, e)
-                return None
-        if worker is None:
-            if not self._replaying and self._ignore_log.allow():
-                _log.info("ignoring a timer for pid %d: the process is gone", pid)
-            return None
-        self._workers[pid] = worker
-        if request.start_time is None and worker.start_time is not None and not self._replaying:
-            self._records.append(_record("identity", pid=pid, start_time=worker.start_time))  # torch sends none
-        if worker.pidfd is not None:
-            self._selector.register(worker.pidfd, selectors.EVENT_READ, worker)
-        return worker
-
-    def _unverified(self, pid: int, error: OSError) -> None:
-        """Refuse a timer whose process cannot be identified now: it could not be signalled safely."""
-        if self._refuse_log.allow():
-            _log.error("refusing a timer for pid %d: cannot verify which process it is (%s)", pid, error)
-
-    def _forget_idle_workers(self) -> None:
-        """Let go of the workers with no timer armed and no signal due: a pidfd is held only while needed."""
-        for worker in list(self._workers.values()):
-            if not worker.scopes and worker.pid not in self._scheduled:
-                self._forget_worker(worker)
-
-    def _forget_worker(self, worker: _Worker) -> None:
-        """Drop an exited worker: its timers, its scheduled signals and its pidfd."""
-        self._drop_timers(worker)
-        self._scheduled.pop(worker.pid, None)
-        if self._workers.get(worker.pid) is worker:
-            del self._workers[worker.pid]
-        if worker.pidfd is not None:
-            self._selector.unregister(worker.pidfd)
-            worker.close()
-
-    def _drop_timers(self, worker: _Worker) -> None:
-        for scope in worker.scopes:
-            entry = self._timers.pop((worker.pid, scope), None)
-            if entry is not None:
-                entry[2] = None
-        worker.scopes.clear()
-
-    def _reap_expired(self, now: float) -> None:
-        """Signal each worker with an expired timer once, with the earliest non-zero signal among them.
-
-        A worker that can dump its stacks is asked to first, and signalled
-        ``dump_grace`` later. Every expired timer is reported once, and
-        dropped; report-only ones (signal 0) after every signal, a bounded
-        number a pass, so that no number of them delays a kill.
-        """
-        heap, timers = self._heap, self._timers
-        expired: Dict[int, List[FileTimerRequest]] = {}
-        while heap and heap[0][0] <= now:
-            request = heapq.heappop(heap)[2]
-            if request is not None:
-                expired.setdefault(request.worker_pid, []).append(request)
-        for pid, requests in expired.items():
-            try:  # whatever one reap raises (a subclass's _reap_worker), the others go on
-                worker = self._workers[pid]
-                requests += [entry[2] for entry in (timers[pid, scope] for scope in worker.scopes)
-                             if entry[0] <= now and not entry[2].signal]  # its report-only ones due too
-                self._events += [("timer expired", request, "") for request in requests]
-                self._drop_timers(worker)
-                if pid in self._scheduled:  # dumped (or signalled) already: its kill is not postponed
-                    self._journal(self._worker_record(pid))
-                else:
-                    self._reap(worker, requests[0], now)
-            except Exception:
-                _log.exception("reaping pid %d failed", pid)
-        quiet = self._quiet
-        for _ in range(_QUIET_EXPIRIES_PER_PASS):
-            if not (quiet and quiet[0][0] <= now):
-                break
-            request = heapq.heappop(quiet)[2]
-            if request is not None:
-                del timers[request.worker_pid, request.scope_id]
-                self._workers[request.worker_pid].scopes.discard(request.scope_id)
-                self._events.append(("timer expired", request, ""))
-                self._records.append(_line_start(request.worker_pid, request.scope_id, -1, 0).encode("ascii") + b"}\n")
-        self._flush_records()
-
-    def _reap(self, worker: _Worker, decider: FileTimerRequest, now: float) -> None:
-        """Ask the worker to dump its stacks and schedule its signal, or signal it now."""
-        pid = worker.pid
-        self._free_reserve()
-        dump = decider.dump_signal
-        if dump and self._dump_grace > 0 and _catches(pid, dump) and self._signal(worker, dump):
-            self._scheduled[pid] = (now + self._dump_grace, decider.signal, decider, "kill worker process")
-            self._journal(self._worker_record(pid))  # before a crash can forget the kill
-            self._events.append(("dump worker stacks", decider, "dump worker stacks: pid %d (scope %r) timed out; "
-                                 "%s in %.3g s" % (pid, decider.scope_id, _signal_name(decider.signal),
-                                                   self._dump_grace)))
-        else:
-            self._kill(worker, decider.signal, decider, "kill worker process", now)
-
-    def _send_scheduled(self, now: float) -> None:
-        for pid, (when, sig, request, event) in list(self._scheduled.items()):
-            if when <= now:
-                del self._scheduled[pid]
-                self._kill(self._workers[pid], sig, request, event, now)
-
-    def _kill(self, worker: _Worker, sig: int, request: FileTimerRequest, event: str, now: float) -> None:
-        """Reap a worker with ``sig`` (through _reap_worker); schedule its escalation; record and report it."""
-        self._free_reserve()
-        sent = self._reap_worker(worker.pid, sig)
-        if sent and self._kill_after is not None and sig != _SIGKILL and worker.pid in self._workers:
-            self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,
-                                           dataclasses.replace(request, signal=_SIGKILL), "escalate worker process")
-        self._journal(self._worker_record(worker.pid))  # signalled for the last time, or when to escalate
-        if not sent:
-            return
-        self._events.append((event, request, "%s: pid %d (scope %r) with %s" % (
-            event, worker.pid, request.scope_id, _signal_name(sig))))
-        self._reaped_signal = sig
-
-    def _reap_worker(self, worker_pid: int, signal: int) -> bool:
-        """Signal a worker being reaped: SIGKILL takes its whole tree; only the process that armed the timer.
-
-        Every reap goes through here, as in torch's server (exit_on_reap's signal to the server's own
-        process too): a subclass may override it, and True counts as reaped.
-        """
-        if worker_pid == os.getpid() and self._exit_on_reap:
-            os.kill(worker_pid, signal)
-            return True
-        worker = self._workers.get(worker_pid)
-        if worker is None:
-            return False
-        if signal == _SIGKILL and self._kill_tree:
-            return self._kill_process_tree(worker) is not None
-        return self._signal(worker, signal)
-
-    @property
-    def _request_count(self) -> int:
-        """torch's name for request_count."""
-        return self.request_count
-
-    def _kill_process_tree(self, worker: _Worker) -> Optional[int]:
-        """SIGKILL the worker and every descendant it has, none of which can fork away meanwhile.
-
-        Each process is stopped (SIGSTOP) before its children are listed, and
-        the walk is repeated until a pass over the stopped tree finds nothing
-        new. Each process is bound to its identity (pidfd, else start time) and
-        to its parent; the server and its ancestors are never touched. Returns the number of
-        descendants, or None if the worker could not be signalled.
-        """
-        if not self._signal(worker, _SIGSTOP):
-            return None
-        spared: Optional[Set[int]] = None  # the server and its ancestors, read once a child turns up
-        seen = {worker.pid}
-        unread: Set[int] = set()  # processes whose children, or identity, could not be read
-        tree = [worker]
-        frugal: List[bool] = []  # once at the fd limit: children are bound by start time alone
-
-        def at_fd_limit(read: Callable[[], _T]) -> _T:
-            """read(); at the fd limit, again once a stopped process gave up its pidfd, and no more pidfds
-            are taken: a stopped process cannot exit by itself, its start time checked again binds it."""
-            try:
-                return read()
-            except OSError as e:
-                held = [p for p in tree[1:] if p.pidfd is not None and p.start_time is not None]
-                if e.errno not in (errno.EMFILE, errno.ENFILE) or not held:
-                    raise
-                frugal.append(True)
-                held[-1].close()
-                return read()
-
-        grown = True
-        while grown:  # until a pass over the stopped tree finds no new process
-            grown = False
-            _wait_until_stopped([process.pid for process in tree])
-            for parent in tree:  # grows as it is walked: breadth first
-                try:
-                    children = at_fd_limit(functools.partial(_children, parent.pid))
-                except OSError:
-                    unread.add(parent.pid)
-                    continue
-                unread.discard(parent.pid)
-                for pid in children:
-                    if spared is None:
-                        spared = _ancestors()
-                    if pid in seen or pid in spared:
-                        continue
-                    try:
-                        child = at_fd_limit(functools.partial(self._stop_child, pid, parent.pid, frugal))
-                    except OSError:
-                        unread.add(pid)
-                        continue
-                    unread.discard(pid)
-                    if child is not None:
-                        seen.add(pid)
-                        tree.append(child)
-                        grown = True
-        for process in tree:
-            try:
-                process.send_signal(_SIGKILL)
-            except OSError as e:
-                if e.errno not in _GONE:
-                    unread.add(process.pid)
-        for process in tree[1:]:
-            process.close()
-        if unread:
-            _log.error("kill worker process: pid %d: %d processes of its tree could not be read (file descriptors "
-                       "or /proc): their children may live on", worker.pid, len(unread))
-        if len(tree) > 1:
-            _log.info("kill worker process: pid %d: %d descendants killed with it", worker.pid, len(tree) - 1)
-        return len(tree) - 1
-
-    @staticmethod
-    def _stop_child(pid: int, parent: int, frugal: List[bool]) -> Optional[_Worker]:
-        """Stop a listed child, bound to its identity (no pidfd once ``frugal``) and still its parent's.
-
-        None if it is gone; OSError if it cannot be read now.
-        """
-        child = _Worker.attach(pid, None, not frugal)
-        if child is None:
-            return None
-        try:
-            if _proc_stat(pid)[0] != parent:  # the pid was reused meanwhile
-                raise ProcessLookupError(errno.ESRCH, "process %d has exited" % pid)
-            child.send_signal(_SIGSTOP)
-        except OSError as e:
-            child.close()
-            if e.errno in _GONE:
-                return None
-            raise
-        return child
-
-    def _signal(self, worker: _Worker, sig: int) -> bool:
-        """Signal the worker if that is safe and it is still the same process."""
-        pid = worker.pid
-        if pid <= 1 or (pid == os.getpid() and not self._exit_on_reap):
-            _log.error("refusing to signal pid %d", pid)
-            return False
-        try:
-            worker.send_signal(sig)
-        except ProcessLookupError:
-            _log.info("pid %d exited before it could be signalled", pid)
-            return False
-        except OSError as e:
-            _log.error("could not send %s to pid %d: %s", _signal_name(sig), pid, e)
-            return False
-        return True
-
-    # -- the state file
-
-    def _open_saved_state(self) -> Optional[BinaryIO]:
-        """The saved state of this FIFO; a corrupt one is moved aside (ERROR), one not ours refused."""
-        assert self._state is not None
-        try:
-            return self._state.open_saved()
-        except ValueError as e:
-            path = self._state.path
-            _log.error("state file %s is unusable (%s); moving it to %s.bad and starting empty", path, e, path)
-            os.replace(path, path + ".bad")
-            return None
-
-    def _restore(self, saved: BinaryIO) -> None:
-        """Replay a saved state: timers, workers' identities and signals due.
-
-        A timer due within _RESTORE_GRACE fires no sooner, so that a release its
-        worker sent while no server ran (kept by its client) arrives first.
-        """
-        assert self._state is not None
-        bad = 0
-        batch: List[FileTimerRequest] = []  # the requests of one read, and after it the identities they had
-        identities: Dict[int, int] = {}  # pid: the start time of the process its lines without one named
-        self._replaying = True
-        try:
-            with saved:
-                for line in _state_lines(saved):
-                    try:
-                        if line.startswith(b'{"record": "identity"'):
-                            record = json.loads(line)
-                            identities[record["pid"]] = record["start_time"]
-                            continue
-                        self._replay_batch(batch, identities)
-                        if line.startswith(b'{"record"'):
-                            self._replay(json.loads(line))
-                            continue
-                        try:
-                            batch.append(FileTimerRequest.from_json(line))
-                        except ValueError:  # as ingest did: a request it ends with counts
-                            salvaged = _request_inside(line)
-                            if salvaged is None:
-                                raise
-                            batch.append(salvaged)
-                    except (ValueError, KeyError, TypeError, RecursionError):
-                        bad += 1
-                    if len(self._timers) > self._max_timers:
-                        raise ValueError("state file %s holds more than %d timers" % (self._state.path,
-                                                                                      self._max_timers))
-                self._replay_batch(batch, identities)
-                self._state.adopt(saved)
-        finally:
-            self._replaying = False
-            self._records.clear()
-        settle = time.monotonic() + _RESTORE_GRACE
-        for entry in self._timers.values():
-            entry[0] = max(entry[0], settle)
-        heapq.heapify(self._heap)
-        heapq.heapify(self._quiet)
-        self.request_count = 0  # restored timers are not requests
-        _log.info("restored %d timers and %d signals due from %s%s", len(self._timers), len(self._scheduled),
-                  self._state.path, " (%d unreadable lines skipped)" % bad if bad else "")
-
-    def _replay_batch(self, batch: List[FileTimerRequest], identities: Dict[int, int]) -> None:
-        """Apply saved requests, bound to the process each named when it was read (torch's name none)."""
-        for request in batch:
-            if request.start_time is None:
-                request.start_time = identities.get(request.worker_pid)
-        self._apply(batch, time.time(), time.monotonic())
-        batch.clear()
-
-    def _replay(self, record: Dict[str, Any]) -> None:
-        """Apply one of the server's own saved records as it was applied when it was written."""
-        kind = record["record"]
-        if kind == "schedule":  # every timer of the worker dropped, a signal due at "at"
-            request = FileTimerRequest._from_fields(record["request"])
-            at, sig, event = record["at"], record["signal"], record["event"]
-            if not (type(at) is float and type(sig) is int and 0 < sig < _NSIG and type(event) is str):
-                raise ValueError("a malformed schedule record")
-            worker = self._watch(request)
-            if worker is not None:
-                self._drop_timers(worker)
-                self._scheduled[worker.pid] = (time.monotonic() + at - time.time(), sig, request, event)
-            return
-        worker = self._workers.get(record["pid"])
-        if worker is None:
-            return
-        if kind == "drop":  # reaped for the last time, or cleared
-            self._drop_timers(worker)
-            self._scheduled.pop(worker.pid, None)
-
-    def _journal(self, data: bytes) -> None:
-        """Append lines to the state file before they take effect."""
-        if self._state is not None and data:
-            self._state.append(data)
-            if self._state.outgrown:
-                self._compact_due.set()
-
-    def _worker_record(self, pid: int) -> bytes:
-        """Where a reaped worker stands: a signal still due (its timers dropped), or done with."""
-        scheduled = self._scheduled.get(pid)
-        if scheduled is None:
-            return _record("drop", pid=pid)
-        when, sig, request, event = scheduled
-        request = dataclasses.replace(request, start_time=self._workers[pid].start_time)
-        return _record("schedule", at=time.time() + (when - time.monotonic()), signal=sig, event=event,
-                       request=json.loads(_wire_line(request)))
+    def _write_journal(self, data: bytes) -> None:
+        if self._journal is not None:
+            self._journal.write(data)
 
     def _flush_records(self) -> None:
-        if self._records:
-            self._journal(b"".join(self._records))
-            self._records.clear()
-
-    def _compact_loop(self) -> None:
-        """Rewrite the state file whenever its appended part has outgrown it; retry a failure every second."""
-        while True:
-            self._compact_due.wait()
-            if self._stopping:
-                return
-            self._compact_due.clear()
-            if not (self._state and self._state.outgrown):
-                continue
-            try:
-                self._compact()
-            except Exception:  # a full disk must stop neither the watchdog nor stop()
-                _log.exception("could not rewrite the state file %s", getattr(self._state, "path", None))
-                time.sleep(1)
-                self._compact_due.set()
-
-    def _compact(self) -> None:
-        """Rewrite the state file from the live timers and signals due (taken under the lock, written outside it)."""
-        state = self._state
-        assert state is not None
-        with self._lock:
-            requests = [entry[2] for entry in self._timers.values()]
-            start_times = {pid: worker.start_time for pid, worker in self._workers.items()}
-            self._flush_records()
-            due = [self._worker_record(pid) for pid in self._scheduled]
-            since, backlog = state.size, len(state.backlog)
-        lines = itertools.chain(
-            (_line_start(r.worker_pid, r.scope_id, r.expiration_time, r.signal).encode("ascii")
-             + _hints(start_times[r.worker_pid], r.dump_signal).encode("ascii") for r in requests), due)
-        state.rewrite(lines, since, backlog, self._lock)
+        if self._journal is not None:
+            self._journal.flush()
+        else:
+            self._timers.records.clear()
 
     def _log_event(self, name: str, request: Optional[FileTimerRequest]) -> None:
         if self._log_event_cb is not None:
@@ -2263,7 +2457,7 @@ class FileTimerServer:
                 _log.exception("log_event callback failed for %r", name)
 
 
-# --- command line ---------------------------------------------------------------
+# --- command line ---------------------------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
@@ -2332,19 +2526,28 @@ def _worker_pid(text: str) -> int:
     return value
 
 
+_FIFO_HELP = ("the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
+              "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>/filetimer.fifo)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="filetimer", description="Out-of-process watchdog for hung worker processes.")
     parser.add_argument("--version", action="version", version="filetimer " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    fifo_help = ("the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
-                 "else $XDG_RUNTIME_DIR/filetimer.fifo or <tmp>/filetimer-<uid>/filetimer.fifo)")
-    state_help = "the state file (default: beside the FIFO, PATH.state)"
+    _add_serve(commands)
+    _add_timer_commands(commands)
+    _add_run(commands)
+    _add_status(commands)
+    return parser
 
+
+def _add_serve(commands: "argparse._SubParsersAction[_Parser]") -> None:
+    """The ``serve`` command."""
     serve = commands.add_parser("serve", help="run a timer server on a FIFO", description="Run a timer server "
                                 "until SIGINT, SIGTERM or SIGHUP; the FIFO is removed on exit.")
     serve.set_defaults(run=_serve)
-    serve.add_argument("path", nargs="?", metavar="PATH", help=fifo_help)
+    serve.add_argument("path", nargs="?", metavar="PATH", help=_FIFO_HELP)
     serve.add_argument("--max-interval", type=_positive_seconds, default=10.0, metavar="S",
                        help="heartbeat interval in seconds (default 10); expiry does not depend on it")
     serve.add_argument("--run-id", default="", help="a name for this run, shown in events")
@@ -2373,6 +2576,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--events", choices=["log", "json"], default="log",
                        help="events as log lines on stderr (default) or as JSON lines on stdout")
 
+def _add_timer_commands(commands: "argparse._SubParsersAction[_Parser]") -> None:
+    """The ``acquire`` and ``release`` commands."""
     exit_codes = ("Exit status: 0 done, 2 bad arguments or an unusable FIFO (missing, not a FIFO, no permission), "
                   "3 no server is reading the FIFO.")
     acquire = commands.add_parser("acquire", help="arm a timer for a process (the calling shell by default)",
@@ -2391,10 +2596,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                  help="signal name or number: KILL (default), TERM, SIGTERM, 15, ...")
         command.add_argument("--pid", type=_worker_pid, help="the process the timer is for (default: the parent "
                              "process, that is the shell that runs this command)")
-        command.add_argument("--path", help=fifo_help)
+        command.add_argument("--path", help=_FIFO_HELP)
         command.add_argument("--connect-timeout", type=_seconds, default=1.0, metavar="S",
                              help="seconds to wait for a server that is restarting (default 1)")
 
+def _add_run(commands: "argparse._SubParsersAction[_Parser]") -> None:
+    """The ``run`` command."""
     run = commands.add_parser("run", help="run a command that the server kills, with its tree, if it outlives "
                               "SECONDS", description="Arm a timer for this process, then exec COMMAND in it: "
                               "the command itself (same pid, same start time) is signalled at the deadline and, "
@@ -2408,26 +2615,26 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--signal", type=_signal_number, default=_SIGKILL, metavar="SIGNAL",
                      help="signal name or number: KILL (default), TERM, ...")
     run.add_argument("--scope", default="run", help="the timer's name (default: run)")
-    run.add_argument("--path", help=fifo_help)
+    run.add_argument("--path", help=_FIFO_HELP)
     run.add_argument("--connect-timeout", type=_seconds, default=1.0, metavar="S",
                      help="seconds to wait for a server that is restarting (default 1)")
     run.add_argument("--unguarded-ok", action="store_true",
                      help="with no server, run the command anyway, unguarded (said on stderr)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
 
+def _add_status(commands: "argparse._SubParsersAction[_Parser]") -> None:
+    """The ``status`` command."""
     status = commands.add_parser("status", help="whether a server serves a FIFO, and its active timers",
                                  description="Tell whether a server is serving PATH and list its active timers "
                                  "from the state file beside it.",
                                  epilog="Exit status: 0 a server is serving PATH, 1 none is, 2 an unusable "
                                  "state file.")
     status.set_defaults(run=_status)
-    status.add_argument("path", nargs="?", metavar="PATH", help=fifo_help)
-    status.add_argument("--state-file", metavar="FILE", help=state_help)
+    status.add_argument("path", nargs="?", metavar="PATH", help=_FIFO_HELP)
+    status.add_argument("--state-file", metavar="FILE", help="the state file (default: beside the FIFO, PATH.state)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser
 
-
-_WARNED_EVENTS = ("dump worker stacks", "kill worker process", "escalate worker process")  # the server logs these
+_WARNED_EVENTS = (_DUMPING, _KILLING, _ESCALATING)  # the server logs these
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -2528,39 +2735,43 @@ def _status(args: argparse.Namespace) -> int:
         if saved is None:
             raise FileNotFoundError(errno.ENOENT, state_file)
         with saved:
-            written = os.fstat(saved.fileno()).st_mtime  # the last append
+            written: Optional[float] = os.fstat(saved.fileno()).st_mtime  # the last append
             timers, due = _saved_timers(saved)
     except FileNotFoundError:
-        written, timers, due = math.nan, [], 0
+        written, timers, due = None, [], 0
     except (OSError, ValueError) as e:
         print("filetimer: error: cannot read the state file %s: %s" % (state_file, e), file=sys.stderr)
         return 2
-    now = time.time()
-    age = now - written
-    if not serving:  # the saved timers are history, not active
-        if args.json:
-            print(json.dumps({"fifo": path, "serving": False, "state_file": state_file,
-                              "written": None if math.isnan(written) else written, "timers": []}))
-        elif math.isnan(written):
-            print("no server is serving %s; no state file at %s" % (path, state_file))
-        else:
-            print("no server is serving %s; last known state written %.1f s ago (%d timer%s then)"
-                  % (path, age, len(timers), "" if len(timers) == 1 else "s"))
-        return 1
     timers.sort(key=lambda t: t.expiration_time)
     if args.json:
+        now = time.time()
         rows = [{"pid": t.worker_pid, "scope": t.scope_id, "expiration_time": t.expiration_time,
                  "seconds_left": t.expiration_time - now, "signal": t.signal, "signal_name": _signal_name(t.signal)}
                 for t in timers]
-        print(json.dumps({"fifo": path, "serving": True, "state_file": state_file,
-                          "written": None if math.isnan(written) else written, "timers": rows}))
-        return 0
-    if math.isnan(written):
-        print("a server is serving %s; it keeps no state file at %s, so its timers are unknown" % (path, state_file))
-        return 0
+        print(json.dumps({"fifo": path, "serving": serving, "state_file": state_file, "written": written,
+                          "timers": rows if serving else []}))
+    else:
+        _print_status(path, state_file, serving, written, timers, due)
+    return 0 if serving else 1
+
+
+def _print_status(path: str, state_file: str, serving: bool, written: Optional[float],
+                  timers: List[FileTimerRequest], due: int) -> None:
+    """The status as a table: the saved timers of a running server (a stopped one's are history)."""
+    now = time.time()
+    if written is None:
+        print("%s serving %s; %s state file at %s%s" % (
+            "a server is" if serving else "no server is", path, "it keeps no" if serving else "no", state_file,
+            ", so its timers are unknown" if serving else ""))
+        return
+    plural = "" if len(timers) == 1 else "s"
+    if not serving:
+        print("no server is serving %s; last known state written %.1f s ago (%d timer%s then)"
+              % (path, now - written, len(timers), plural))
+        return
     print("a server is serving %s: %d active timer%s%s (state written %.1f s ago)"
-          % (path, len(timers), "" if len(timers) == 1 else "s",
-             ", %d worker%s about to be signalled" % (due, "" if due == 1 else "s") if due else "", age))
+          % (path, len(timers), plural,
+             ", %d worker%s about to be signalled" % (due, "" if due == 1 else "s") if due else "", now - written))
     if timers:
         scopes = [t.scope_id.encode("utf-8", "backslashreplace").decode("utf-8") for t in timers]  # lone surrogates
         width = max(5, *map(len, scopes))
@@ -2568,7 +2779,6 @@ def _status(args: argparse.Namespace) -> int:
         for t, scope in zip(timers, scopes):
             print("%8d  %-*s  %10s  %s" % (t.worker_pid, width, scope, _seconds_left(t.expiration_time - now),
                                           _signal_name(t.signal)))
-    return 0
 
 
 def _seconds_left(seconds: float) -> str:

@@ -346,7 +346,7 @@ class WatchdogTest(FiletimerTestCase):
         churn = [FileTimerRequest(sleeper.pid, "churn", now + 600 if i % 2 == 0 else -1, 9) for i in range(2200)]
         server.register_timers([FileTimerRequest(sleeper.pid, "long", now + 600, 9),
                                 FileTimerRequest(sleeper.pid, "short", now + 0.3, 9), *churn])
-        self.assertLess(len(server._heap), 100)  # compacted
+        self.assertLess(len(server._timers.heap), 100)  # compacted
         self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
 
     def test_worker_that_finishes_in_time_is_not_killed(self):
@@ -1110,7 +1110,7 @@ class ForbiddenPidTest(FiletimerTestCase):
         for pid in (1, 0, -1, os.getpid()):
             for pidfd in (None, -1):  # -1: a pidfd that would go straight to the recording pidfd_send_signal
                 with self.subTest(pid=pid, pidfd=pidfd), self.assertLogs("filetimer", "WARNING"):
-                    self.assertIs(server._signal(filetimer._Worker(pid, pidfd, None), signal.SIGKILL), False)
+                    self.assertIs(server._reaper.signal(filetimer._Worker(pid, pidfd, None), signal.SIGKILL), False)
         self.assertEqual(sent, [])
 
     def test_watch_refuses_forbidden_pids_itself(self):
@@ -1120,9 +1120,10 @@ class ForbiddenPidTest(FiletimerTestCase):
         with mock.patch.object(filetimer._Worker, "attach", return_value=None) as attach:
             for pid in (1, 0, -1):
                 with self.subTest(pid=pid), self.assertLogs("filetimer", "WARNING"):
-                    self.assertIsNone(server._watch(FileTimerRequest(pid, "s", time.time() + 60, signal.SIGKILL)))
+                    request = FileTimerRequest(pid, "s", time.time() + 60, signal.SIGKILL)
+                    self.assertIsNone(server._timers.watch(request))
         attach.assert_not_called()
-        self.assertEqual((server._workers, sent), ({}, []))
+        self.assertEqual((server._timers.workers, sent), ({}, []))
 
 
 REUSE = """
@@ -1432,7 +1433,7 @@ class EscalationTest(FiletimerTestCase):
         with mock.patch.object(filetimer._Worker, "attach", attach):
             server.register_timers([FileTimerRequest(heir.pid, "step", time.time() + 0.1, signal.SIGTERM)])
             self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
-            self.assertTrue(wait_for(lambda: not server.timers() and not server._workers))  # forgotten on its exit
+            self.assertTrue(wait_for(lambda: not server.timers() and not server._timers.workers))  # forgotten: exited
             escalation = self.event_time("kill worker process") + 0.4
             server.register_timers([FileTimerRequest(heir.pid, "new process", time.time() + 600, signal.SIGKILL)])
             self.assertEqual([t.scope_id for t in server.timers()], ["new process"])
@@ -1651,7 +1652,7 @@ def write_state(state_file, fifo, lines=()):
 
 
 def wire(pid, scope, expiration, sig=9, start_time=None):
-    return filetimer._wire_line(FileTimerRequest(pid, scope, expiration, sig, start_time))
+    return FileTimerRequest(pid, scope, expiration, sig, start_time)._line()
 
 
 HEALTHY = """
@@ -1893,7 +1894,7 @@ class StateFileTest(FiletimerTestCase):
                 write_state(self.state, self.path, [overdue])
                 write_state(os.path.join(others, "x.state"), self.path, [overdue])
                 plant()
-                unread = mock.patch.object(FileTimerServer, "_restore", side_effect=AssertionError("it was read"))
+                unread = mock.patch.object(filetimer._Journal, "restore", side_effect=AssertionError("it was read"))
                 with patch, unread, self.assertRaises(OSError) as caught:
                     self.addCleanup(FileTimerServer(self.path, state_file=state_file).stop)
                 self.assertIn(os.path.dirname(state_file) if "directory" in name else state_file,
@@ -1930,7 +1931,7 @@ class StateFileTest(FiletimerTestCase):
         inode = os.stat(self.state).st_ino
         with open(self.state, "rb") as reader:
             old = reader.read()
-            server._compact()
+            server._journal.compact()
             self.assertNotEqual(os.stat(self.state).st_ino, inode)
             reader.seek(0)
             self.assertEqual(reader.read(), old)  # a reader of the old file still reads all of it
@@ -1997,7 +1998,7 @@ class StateFileTest(FiletimerTestCase):
         server = self.serve(state_file=self.state)
         sleeper = self.spawn_sleeper()
         real_write = os.write
-        state_fd = server._state.fd
+        state_fd = server._journal.fd
 
         def disk_full(fd, data):
             if fd == state_fd:
@@ -2582,7 +2583,7 @@ class ProcessTreeTest(FiletimerTestCase):
         handle = filetimer._Worker.attach(worker.pid, None)
         self.addCleanup(handle.close)
         with mock.patch.object(filetimer, "_children", children):
-            self.assertEqual(server._kill_process_tree(handle), 2)
+            self.assertEqual(server._reaper.kill_process_tree(handle), 2)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
 
@@ -2616,7 +2617,7 @@ class ProcessTreeTest(FiletimerTestCase):
         handle = filetimer._Worker.attach(worker.pid, None)
         self.addCleanup(handle.close)
         with mock.patch.object(filetimer, "_read_proc", read_proc), mock.patch.object(filetimer, "_children", children):
-            self.assertEqual(server._kill_process_tree(handle), 1)
+            self.assertEqual(server._reaper.kill_process_tree(handle), 1)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
 
@@ -2652,7 +2653,7 @@ class ProcessTreeTest(FiletimerTestCase):
         self.addCleanup(handle.close)
         with mock.patch.object(filetimer, "_children",
                                lambda pid: real_children(pid) + ([other.pid] if pid == worker.pid else [])):
-            self.assertEqual(server._kill_process_tree(handle), 0)
+            self.assertEqual(server._reaper.kill_process_tree(handle), 0)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertNotIn(state(other.pid), ("T", "t"))  # not even stopped
         with self.assertRaises(subprocess.TimeoutExpired):  # nor killed
