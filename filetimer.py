@@ -87,6 +87,7 @@ from typing import (
     Iterable,
     Iterator,
     List,
+    NamedTuple,
     NoReturn,
     Optional,
     Set,
@@ -97,13 +98,7 @@ from typing import (
 )
 
 __version__ = "0.2.0"
-__all__ = [
-    "FileTimerClient",
-    "FileTimerRequest",
-    "FileTimerServer",
-    "configure",
-    "expires",
-]
+__all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer", "configure", "expires"]
 
 _log = logging.getLogger("filetimer")
 
@@ -494,35 +489,20 @@ if hasattr(os, "register_at_fork"):
 
 
 class FileTimerClient:
-    """Sends timer requests for the calling process to a FileTimerServer.
+    """Sends timer requests for the calling process to a FileTimerServer. Fork-safe.
 
     The FIFO is held open between requests when a filetimer server reads it
-    (it holds an exclusive flock on its end; looked at once per FIFO), and
-    opened, written and closed per request otherwise: torch's server only
-    checks deadlines when its pipe reaches end-of-file. ``keep_open`` True or
-    False forces either. A held FIFO is reopened after a server restart; a
-    server that is away is waited for ``connect_timeout`` seconds. With no
-    server reading, ``acquire`` then raises BrokenPipeError (the worker is
-    unguarded), while ``release`` returns at once and the release is kept:
-    it is delivered, in order with later requests, by the next request or a
-    background retry as soon as a server reads again (a restarted server has
-    restored the timer). A full pipe is waited on for up to ``timeout``
-    seconds, then TimeoutError is raised. A FIFO owned by another user than
-    ours or root is refused with PermissionError before anything is written.
-    With ``dump_stacks`` (the default) the worker dumps every thread's stack
-    to its stderr when the server signals it just before a kill. Fork-safe.
+    (it holds a flock on its end), else opened per request: torch's server
+    reads at end-of-file only (``keep_open`` forces either). A server that is
+    away is waited for ``connect_timeout`` s; then ``acquire`` raises
+    BrokenPipeError, while a ``release`` is kept and delivered, in order, as
+    soon as a server reads again. A pipe full for ``timeout`` s raises
+    TimeoutError; another user's FIFO, PermissionError. With ``dump_stacks``
+    the worker dumps its stacks to stderr when signalled just before a kill.
     """
 
-    def __init__(
-        self,
-        file_path: Optional[str] = None,
-        signal: int = _SIGKILL,
-        *,
-        timeout: float = 10.0,
-        keep_open: Optional[bool] = None,
-        dump_stacks: bool = True,
-        connect_timeout: float = 1.0,
-    ) -> None:
+    def __init__(self, file_path: Optional[str] = None, signal: int = _SIGKILL, *, timeout: float = 10.0,
+                 keep_open: Optional[bool] = None, dump_stacks: bool = True, connect_timeout: float = 1.0) -> None:
         _require_posix()
         _check_seconds("timeout", timeout)
         _check_seconds("connect_timeout", connect_timeout)
@@ -1018,16 +998,13 @@ class _Armed:
                                 self.dump_signal)
 
 
-class _Due:
-    """A signal due later: the kill after a stack dump, or SIGKILL ``kill_after`` a signal."""
+class _Due(NamedTuple):
+    """A signal due later (monotonic ``when``): the kill after a stack dump, or SIGKILL ``kill_after`` a signal."""
 
-    __slots__ = ("event", "request", "signal", "when")
-
-    def __init__(self, when: float, sig: int, request: FileTimerRequest, event: str) -> None:
-        self.when = when  # monotonic
-        self.signal = sig
-        self.request = request
-        self.event = event
+    when: float
+    signal: int
+    request: FileTimerRequest
+    event: str
 
 
 def _record(kind: str, **fields: object) -> bytes:
@@ -1168,6 +1145,8 @@ class _Timers:
 
     def forget(self, worker: _Worker) -> None:
         """Drop an exited worker: its timers, its signal due and its pidfd."""
+        if worker.timers or worker.pid in self.due:
+            self.records.append(_record("drop", pid=worker.pid, start_time=worker.start_time))  # gone for status too
         self.disarm(worker)
         self.due.pop(worker.pid, None)
         if self.workers.get(worker.pid) is worker:
@@ -1592,8 +1571,8 @@ class _Journal(_StateFile):
                 self.timers.due[worker.pid] = _Due(time.monotonic() + at - time.time(), sig, request, event)
             return
         worker = self.timers.workers.get(record["pid"])
-        if worker is not None and kind == "drop":  # reaped for the last time, or cleared
-            self.timers.disarm(worker)
+        if worker is not None and kind == "drop" and record.get("start_time") in (None, worker.start_time):
+            self.timers.disarm(worker)  # reaped for the last time, cleared, or exited (not a later process)
             self.timers.due.pop(worker.pid, None)
 
     def compact_loop(self) -> None:
@@ -1837,17 +1816,14 @@ _FD_RESERVE = 8  # descriptors held back for a kill at the fd limit: its /proc r
 
 
 class _Reaper:
-    """What happens when a timer fires.
+    """What happens when a timer fires: the kill policy and its safety rules.
 
-    A worker whose timers expire is signalled once, with the signal of the
-    earliest: a worker that can dump its stacks is asked to first and
-    signalled ``dump_grace`` later; SIGKILL takes its process tree (with
-    ``kill_tree``); another signal escalates to SIGKILL ``kill_after`` later.
-    Every signal goes through ``reap_worker`` (the server's, which a subclass
-    may override) to a process whose identity is verified, never to pid 0, 1
-    or the server (but with ``exit_on_reap``); a signal due later is recorded in
-    the ``journal`` before a crash can forget it. Events are collected for the
-    server to report after the pass's signals.
+    A worker is signalled once, with its earliest expired timer's signal;
+    asked to dump its stacks first if it can (``dump_grace`` before);
+    SIGKILL takes its tree; another signal escalates ``kill_after`` later.
+    Every signal goes through ``reap_worker`` (the server's) to a verified
+    process, never pid 0, 1 or the server; a signal due later is journaled
+    first. Events wait in ``events`` until the pass's signals are sent.
     """
 
     def __init__(self, timers: _Timers, reap_worker: Callable[[int, int], bool], journal: Callable[[bytes], None],
@@ -2068,45 +2044,25 @@ _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 class FileTimerServer:
     """Watches the FIFO and signals workers whose timers expire.
 
-    One watchdog thread blocks in a single select on the FIFO, a wake-up pipe
-    and the workers' pidfds, and wakes at the earliest of: a request, the
-    nearest deadline, a signal due, a worker exit, ``stop()``, or the
-    ``max_interval`` heartbeat. Deadlines are kept on the monotonic clock. The
-    bookkeeping is a _Timers, the kill policy a _Reaper, the state file a _Journal.
+    One watchdog thread blocks in one select on the FIFO, a wake-up pipe and
+    the workers' pidfds until a request, the nearest deadline (monotonic), a
+    signal due, a worker exit, ``stop()`` or the ``max_interval`` heartbeat.
+    The bookkeeping is a _Timers, the kill policy a _Reaper, the state file a
+    _Journal. Callers use ``start``/``stop`` (or ``with``), ``run_once``,
+    torch's methods, ``timers()`` and the counts; a subclass may override
+    ``_reap_worker``, through which every reap goes, as in torch.
 
-    Callers use ``start``/``stop`` (or ``with``), ``run_once``, torch's
-    ``register_timers``, ``clear_timers``, ``get_expired_timers``,
-    ``is_process_running``, and ``timers()``, ``request_count``,
-    ``rejected_count``. A subclass may override ``_reap_worker``, through
-    which every reap goes, as in torch.
-
-    Options beyond torch's: ``mode`` of the FIFO (others may not write it);
-    ``kill_after``, seconds after which a signalled worker still alive gets
-    SIGKILL; ``exit_on_reap``, to signal the server's own process after a
-    reap, as torch does; ``state_file``, to journal what the server reads and
-    replay it on a restart; ``kill_tree``, to SIGKILL a worker's descendants
-    with it; ``dump_grace``, seconds between asking a worker to dump its
-    stacks and its signal (0: no dump); ``max_timers_per_pid`` and
-    ``max_timers``, beyond which timers are refused.
+    Options beyond torch's: the FIFO's ``mode``; ``kill_after`` s to SIGKILL a
+    signalled worker still alive; ``exit_on_reap`` (torch's); ``state_file``
+    to journal and restore the timers; ``kill_tree``; ``dump_grace`` s from
+    the stack dump to the signal (0: no dump); and the caps on timers.
     """
 
-    def __init__(
-        self,
-        file_path: Optional[str],
-        run_id: str = "",
-        max_interval: float = 10,
-        daemon: bool = True,
-        log_event: Optional[LogEvent] = None,
-        *,
-        mode: int = 0o600,
-        kill_after: Optional[float] = None,
-        exit_on_reap: bool = False,
-        state_file: Optional[str] = None,
-        kill_tree: bool = True,
-        dump_grace: float = _DUMP_GRACE,
-        max_timers_per_pid: int = 10_000,
-        max_timers: int = _MAX_TIMERS,
-    ) -> None:
+    def __init__(self, file_path: Optional[str], run_id: str = "", max_interval: float = 10, daemon: bool = True,
+                 log_event: Optional[LogEvent] = None, *, mode: int = 0o600, kill_after: Optional[float] = None,
+                 exit_on_reap: bool = False, state_file: Optional[str] = None, kill_tree: bool = True,
+                 dump_grace: float = _DUMP_GRACE, max_timers_per_pid: int = 10_000, max_timers: int = _MAX_TIMERS,
+                 ) -> None:
         _require_posix()
         _check_server_options(max_interval, dump_grace, kill_after, mode,
                               {"max_timers_per_pid": max_timers_per_pid, "max_timers": max_timers})
@@ -2384,6 +2340,7 @@ class FileTimerServer:
             self._next_beat = now + self._max_interval
             self._timers.forget_idle()
             self._timers.forget_exited(worker for worker in self._timers.workers.values() if worker.pidfd is None)
+        self._flush_records()
         self._reaper.hold_reserve()
         self._last_progress_time = int(time.time())
 
@@ -2469,41 +2426,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(self.usage_status, "%s: error: %s (see --help)\n" % (self.prog, message))
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
-    return value
+def _argument(convert: Callable[[str], _T], valid: Callable[[_T], bool], expected: str) -> Callable[[str], _T]:
+    """An argparse type: the converted text, or a one-line error unless it is ``valid``."""
+
+    def parse(text: str) -> _T:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError("expected %s, got %r" % (expected, text))
+        return value
+
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = _seconds(text)
-    except argparse.ArgumentTypeError:
-        value = 0
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number of seconds > 0, got %r" % text)
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError("expected a whole number > 0, got %r" % text)
-    return value
-
-
-def _octal_mode(text: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 0o777:
-        raise argparse.ArgumentTypeError("expected octal permission bits such as 600, got %r" % text)
-    return value
+_seconds = _argument(float, lambda value: 0 <= value < math.inf, "a number of seconds >= 0")
+_positive_seconds = _argument(float, lambda value: 0 < value < math.inf, "a number of seconds > 0")
+_positive_int = _argument(int, lambda value: value > 0, "a whole number > 0")
+_octal_mode = _argument(functools.partial(int, base=8), lambda value: 0 <= value <= 0o777,
+                        "octal permission bits such as 600")
+_worker_pid = _argument(int, lambda value: 2 <= value <= _PID_MAX, "a process id of 2 or more")
 
 
 def _signal_number(text: str) -> int:
@@ -2514,16 +2457,6 @@ def _signal_number(text: str) -> int:
     if not (isinstance(number, int) and 0 <= number < _NSIG) or name.startswith(("SIG_", "SIGRT")):
         raise argparse.ArgumentTypeError("unknown signal %r" % text)
     return number
-
-
-def _worker_pid(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 2 <= value <= _PID_MAX:
-        raise argparse.ArgumentTypeError("expected a process id of 2 or more, got %r" % text)
-    return value
 
 
 _FIFO_HELP = ("the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
