@@ -91,6 +91,49 @@ def kill_group(pgid):
             os.killpg(pgid, signal.SIGKILL)
 
 
+def cli(*args, real=False, **kwargs):
+    """``python -m filetimer ARGS`` as a CompletedProcess (text stdout and stderr).
+
+    In this process (filetimer.main) where that is safe and the test asks no real process (``real``, or a
+    child's ``env``/``stdin``): ``status``, ``--help``/``--version``, ``acquire`` naming its ``--pid``, and
+    ``serve`` invocations that must be refused. Otherwise, and always for ``run`` (it execs), a child.
+    """
+    command = next((a for a in args if not a.startswith("-")), None)
+    in_process = not (real or kwargs) and (
+        command == "status" or (command == "acquire" and "--pid" in args)
+        or (command in (None, "serve") and args[-1:] in (("--help",), ("--version",)))
+        or (command == "serve" and "--help" not in args))
+    if not in_process:
+        kwargs.setdefault("timeout", SLACK * 3)
+        return subprocess.run([*PYTHON, "-m", "filetimer", *args], env=kwargs.pop("env", ENV),
+                              capture_output=True, text=True, **kwargs)
+    made = []
+
+    class Client(FileTimerClient):  # closed when main returns: no handle of the command is left open
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    class RefusedServer(FileTimerServer):  # a serve here must be refused: one that would serve fails the test
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.stop()
+            raise AssertionError("filetimer serve %s would have served in the test process" % " ".join(args))
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(filetimer, "FileTimerClient", Client), \
+            mock.patch.object(filetimer, "FileTimerServer", RefusedServer), \
+            mock.patch.object(logging, "basicConfig"), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = filetimer.main(list(args))
+        except SystemExit as e:  # argparse: usage errors, --help, --version
+            status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        finally:
+            for client in made:
+                client.close()
+    return subprocess.CompletedProcess(["filetimer", *args], status, out.getvalue(), err.getvalue())
+
+
 class TimeLimitExceeded(BaseException):
     """Raised in a test that runs too long: not an Exception (TimeoutError is an OSError), so that code under test
     that catches OSError or Exception cannot swallow it; unittest still reports it as an error and runs the
@@ -190,12 +233,25 @@ class FiletimerTestCase(TimeLimitedTestCase):
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def spawn_sleeper(self):
-        return self.spawn([*PYTHON, "-c", "import time; time.sleep(60)"])
+        return self.spawn(["sleep", "60"])
 
-    def spawn_server(self, **options):
-        """A server in a child process; returns (process, command function)."""
+    def assert_killed(self, *codes, path=None):
+        """Run these worker programs side by side: each must be killed (SIGKILL) for its hang."""
+        workers = [self.spawn_worker(code, path) for code in codes]
+        for code, worker in zip(codes, workers):
+            self.assertEqual(worker.wait(SLACK), -signal.SIGKILL, code)
+
+    def start_cli(self, path, *args):
+        """``python -m filetimer serve path args`` in a child, once it serves (stdout and stderr piped)."""
+        child = self.spawn([*PYTHON, "-m", "filetimer", "serve", path, *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.assertIn("serving " + path, child.stdout.readline())
+        return child
+
+    def spawn_server(self, path=None, **options):
+        """A server in a child process, on path (default self.path); returns (process, command function)."""
         child = self.spawn(
-            [*PYTHON, "-c", SERVER, self.path, json.dumps(options)],
+            [*PYTHON, "-c", SERVER, path or self.path, json.dumps(options)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.assertEqual(child.stdout.readline().strip(), "ready")
@@ -1448,38 +1504,39 @@ class EscalationTest(FiletimerTestCase):
         self.assertIsNone(worker.poll())
 
     def test_server_survives_reaping_by_default_and_exits_with_exit_on_reap(self):
-        hang = "with filetimer.expires(after=0.1):\n    time.sleep(60)\n"
-        for exit_on_reap in (False, True):
-            with self.subTest(exit_on_reap=exit_on_reap):
-                server, command = self.spawn_server(exit_on_reap=exit_on_reap)
-                try:
-                    self.assertEqual(self.spawn_worker(hang).wait(SLACK), -signal.SIGKILL)
-                    if exit_on_reap:
-                        self.assertEqual(server.wait(SLACK), -signal.SIGKILL)
-                    else:
-                        self.assertEqual(command()[0], 1)  # the acquire; the worker died holding it
-                finally:
-                    self._reap(server)  # so the next subtest gets the path
+        paths = {exit_on_reap: os.path.join(self.dir, "%s.fifo" % exit_on_reap) for exit_on_reap in (False, True)}
+        servers = {exit_on_reap: self.spawn_server(path, exit_on_reap=exit_on_reap)  # side by side
+                   for exit_on_reap, path in paths.items()}
+        workers = [self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n", path)
+                   for path in paths.values()]
+        self.assertEqual([worker.wait(SLACK) for worker in workers], [-signal.SIGKILL] * 2)
+        (kept, command), (exited, _) = servers[False], servers[True]
+        self.assertEqual(exited.wait(SLACK), -signal.SIGKILL)
+        self.assertEqual(command()[0], 1)  # the acquire; the worker died holding it
+        self.assertIsNone(kept.poll())
 
 
 class ClockStepTest(FiletimerTestCase):
     """Safety rule: deadlines are on the monotonic clock from arrival; wall-clock steps change nothing."""
 
     def test_wall_clock_steps_neither_kill_early_nor_spare(self):
-        for step in (3600, -3600):
+        steps = (3600, -3600)  # side by side: a server for each, on a FIFO of its own
+        paths = [os.path.join(self.dir, "%d.fifo" % i) for i in range(len(steps))]
+        commands = [self.spawn_server(path)[1] for path in paths]
+        sleepers = [self.spawn_sleeper() for _ in steps]
+        for path, sleeper in zip(paths, sleepers):
+            with FileTimerClient(path) as client:
+                client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 0.6, signal.SIGKILL))
+        for step, command in zip(steps, commands):
+            self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
+            command("shift %d" % step)
+        time.sleep(0.2)
+        for step, sleeper in zip(steps, sleepers):
             with self.subTest(step=step):
-                server, command = self.spawn_server()
-                try:
-                    sleeper = self.spawn_sleeper()
-                    with FileTimerClient(self.path) as client:
-                        client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 0.6, signal.SIGKILL))
-                    self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
-                    command("shift %d" % step)
-                    time.sleep(0.2)
-                    self.assertIsNone(sleeper.poll())  # not early
-                    self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
-                finally:
-                    self._reap(server)  # so the next subtest gets the path
+                self.assertIsNone(sleeper.poll())  # not early
+        for step, sleeper in zip(steps, sleepers):
+            with self.subTest(step=step):
+                self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # not spared
 
 
 TORCH_WORKER = """
@@ -1582,9 +1639,8 @@ class ShellTest(FiletimerTestCase):
         sleeper = self.spawn_sleeper()
         for spelling in ("TERM", "SIGTERM", "sigterm", "15"):
             with self.subTest(signal=spelling):
-                result = subprocess.run([*PYTHON, "-m", "filetimer", "acquire", "--scope", spelling,
-                                         "--after", "60", "--signal", spelling, "--pid", str(sleeper.pid),
-                                         "--path", self.path], env=ENV, capture_output=True, timeout=SLACK)
+                result = cli("acquire", "--scope", spelling, "--after", "60", "--signal", spelling,
+                             "--pid", str(sleeper.pid), "--path", self.path)
                 self.assertEqual(result.returncode, 0, result.stderr)
         self.assertTrue(wait_for(lambda: len(server.timers()) == 4))
         self.assertEqual({(t.worker_pid, t.signal) for t in server.timers()}, {(sleeper.pid, signal.SIGTERM)})
@@ -2041,29 +2097,19 @@ class StateFileTest(FiletimerTestCase):
 
 
 class CommandLineTest(FiletimerTestCase):
-    def run_cli(self, *args):
-        return subprocess.run([*PYTHON, "-m", "filetimer", *args], env=ENV, capture_output=True, text=True,
-                              timeout=SLACK * 3)
-
-    def start_cli(self, *args):
-        child = self.spawn([*PYTHON, "-m", "filetimer", "serve", self.path, *args],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.assertIn("serving " + self.path, child.stdout.readline())
-        return child
-
     def test_serve_kills_a_hung_worker_and_stops_cleanly_on_sigterm_and_sigint(self):
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        stops = {stop_signal: os.path.join(self.dir, "%d.fifo" % stop_signal)  # side by side
+                 for stop_signal in (signal.SIGTERM, signal.SIGINT)}
+        servers = {stop_signal: self.start_cli(path, "--max-interval", "5") for stop_signal, path in stops.items()}
+        workers = {stop_signal: self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n", path)
+                   for stop_signal, path in stops.items()}
+        for stop_signal, server in servers.items():
             with self.subTest(signal=stop_signal):
-                server = self.start_cli("--max-interval", "5")
-                try:
-                    worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
-                    self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-                    server.send_signal(stop_signal)
-                    self.assertEqual(server.wait(SLACK), 0)
-                    self.assertFalse(os.path.exists(self.path))
-                    self.assertIn("kill worker process", server.stderr.read())
-                finally:
-                    self._reap(server)  # so the next subtest gets the path
+                self.assertEqual(workers[stop_signal].wait(SLACK), -signal.SIGKILL)
+                server.send_signal(stop_signal)
+                self.assertEqual(server.wait(SLACK), 0)
+                self.assertFalse(os.path.exists(stops[stop_signal]))
+                self.assertIn("kill worker process", server.stderr.read())
 
     def test_serve_json_events(self):
         server = self.spawn([*PYTHON, "-m", "filetimer", "serve", self.path, "--events", "json",
@@ -2095,7 +2141,7 @@ class CommandLineTest(FiletimerTestCase):
         }
         for name, args in cases.items():
             with self.subTest(name):
-                result = self.run_cli(*args)
+                result = cli(*args, real=True)  # exit statuses of a real process
                 self.assertEqual(result.returncode, 2)
                 self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
                 self.assertNotIn("Traceback", result.stderr)
@@ -2115,25 +2161,25 @@ class CommandLineTest(FiletimerTestCase):
                 filetimer._signal_number(text)
 
     def test_status_after_a_server_crash_is_not_serving_and_shows_no_timers(self):
-        server = self.start_cli()
+        server = self.start_cli(self.path)
         sleeper = self.spawn_sleeper()
-        acquired = self.run_cli("acquire", "--scope", "train", "--after", "100", "--pid", str(sleeper.pid),
+        acquired = cli("acquire", "--scope", "train", "--after", "100", "--pid", str(sleeper.pid),
                                 "--path", self.path)
         self.assertEqual(acquired.returncode, 0, acquired.stderr)
-        self.assertTrue(wait_for(lambda: "1 active timer" in self.run_cli("status", self.path).stdout))
+        self.assertTrue(wait_for(lambda: "1 active timer" in cli("status", self.path).stdout))
         server.kill()  # a crash: the FIFO is left behind, and nobody reads it
         server.wait()
         self.assertTrue(os.path.exists(self.path))
-        crashed = self.run_cli("status", self.path)
+        crashed = cli("status", self.path)
         self.assertEqual(crashed.returncode, 1, crashed.stdout)
         self.assertNotIn("train", crashed.stdout)
-        listing = json.loads(self.run_cli("status", "--json", self.path).stdout)
+        listing = json.loads(cli("status", "--json", self.path).stdout)
         self.assertEqual((listing["serving"], listing["timers"]), (False, []))
 
     def test_help_and_version(self):
-        self.assertIn("serve", self.run_cli("--help").stdout)
-        self.assertIn("--kill-after", self.run_cli("serve", "--help").stdout)
-        self.assertEqual(self.run_cli("--version").stdout.strip(), "filetimer " + filetimer.__version__)
+        self.assertIn("serve", cli("--help").stdout)
+        self.assertIn("--kill-after", cli("serve", "--help").stdout)
+        self.assertEqual(cli("--version", real=True).stdout.strip(), "filetimer " + filetimer.__version__)
 
 
 class ForkSafetyTest(FiletimerTestCase):
@@ -2170,10 +2216,11 @@ print(hung, flush=True)
     def test_forks_under_a_hammering_thread_leave_no_child_hung(self):
         # 100 forks with each kind of client; on a client without fork safety most children hang.
         server = self.serve()
-        for mode in ("default", "keep_open"):
+        workers = {mode: self.spawn([*PYTHON, "-c", "import os, signal, sys, time, filetimer\npath = sys.argv[1]\n"
+                                     + self.FORKS, self.path, mode], stdout=subprocess.PIPE, text=True)
+                   for mode in ("default", "keep_open")}  # side by side
+        for mode, worker in workers.items():
             with self.subTest(mode=mode):
-                worker = self.spawn([*PYTHON, "-c", "import os, signal, sys, time, filetimer\npath = "
-                                     "sys.argv[1]\n" + self.FORKS, self.path, mode], stdout=subprocess.PIPE, text=True)
                 out, _ = worker.communicate(timeout=SLACK * 6)
                 self.assertEqual((worker.returncode, out.strip()), (0, "0"))
         self.assertEqual(server.rejected_count, 0)
@@ -2211,25 +2258,19 @@ print(hung, flush=True)
 class ExpiresShapesTest(FiletimerTestCase):
     """Every shape of expires is guarded: async, threads, nesting, progress, no server."""
 
-    def hang_worker(self, code):
-        worker = self.spawn_worker(code)
-        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-
     def test_async_def_and_async_with_are_guarded(self):
         self.serve()
-        for code in (
+        self.assert_killed(
             "import asyncio\n@filetimer.expires(after=0.2)\nasync def step():\n    time.sleep(60)\n"
             "asyncio.run(step())\n",
             "import asyncio\nasync def step():\n    async with filetimer.expires(after=0.2):\n        time.sleep(60)\n"
             "asyncio.run(step())\n",
-        ):
-            with self.subTest(code=code.splitlines()[1]):
-                self.hang_worker(code)
+        )
 
     def test_two_tasks_on_one_line_get_two_timers(self):
         # A sibling task that keeps finishing steps on the same line must not keep the hung task's timer re-armed.
         self.serve()
-        self.hang_worker(
+        self.assert_killed(
             "import asyncio\n@filetimer.expires(after=0.3)\nasync def step(seconds):\n"
             "    await asyncio.sleep(seconds)\n"
             "async def sibling():\n    end = time.monotonic() + 3\n    while time.monotonic() < end:\n"
@@ -2292,7 +2333,7 @@ class ExpiresShapesTest(FiletimerTestCase):
 
     def test_two_threads_on_one_line_get_two_timers(self):
         self.serve()
-        self.hang_worker(
+        self.assert_killed(
             "import threading\ndef step(seconds):\n    with filetimer.expires(after=0.3):\n"
             "        time.sleep(seconds)\n"
             "hung = threading.Thread(target=step, args=(60,), daemon=True)\nhung.start()\n"
@@ -2321,12 +2362,9 @@ class ExpiresShapesTest(FiletimerTestCase):
 
     def test_an_enclosing_block_of_the_same_scope_is_guarded_after_the_inner_exit(self):
         self.serve()
-        for scope in ("None", "'explicit'"):
-            with self.subTest(scope=scope):
-                self.hang_worker(
-                    "def f(n):\n    with filetimer.expires(after=0.3, scope=%s):\n        if n:\n"
-                    "            f(n - 1)\n            time.sleep(60)\nf(1)\n" % scope
-                )
+        self.assert_killed(*("def f(n):\n    with filetimer.expires(after=0.3, scope=%s):\n        if n:\n"
+                             "            f(n - 1)\n            time.sleep(60)\nf(1)\n" % scope
+                             for scope in ("None", "'explicit'")))
 
     def test_recursion_spares_what_torch_spares_and_kills_what_it_kills(self):
         # torch's test_get_timer_recursive, with 6x and 4x its times: each level is quick, the whole is not.
@@ -2335,12 +2373,12 @@ class ExpiresShapesTest(FiletimerTestCase):
             "def f(n):\n    if n:\n        with filetimer.expires(after=0.6):\n            f(n - 1)\n"
             "            time.sleep(0.2)\nf(3)\n"
         )
-        self.assertEqual(spared.wait(SLACK), 0)
-        self.assertEqual(server.timers(), [])
-        self.hang_worker(
+        self.assert_killed(
             "def f(n):\n    if n:\n        with filetimer.expires(after=0.3):\n            f(n - 1)\n"
             "            time.sleep(3)\nf(4)\n"
         )
+        self.assertEqual(spared.wait(SLACK), 0)
+        self.assertTrue(wait_for(lambda: [t.worker_pid for t in server.timers()] == []))
 
     def test_reset_is_a_progress_watchdog(self):
         server = self.serve()
@@ -2348,9 +2386,9 @@ class ExpiresShapesTest(FiletimerTestCase):
             "with filetimer.expires(after=0.4) as timer:\n    for _ in range(5):\n        time.sleep(0.1)\n"
             "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.5)\n"
         )
+        self.assert_killed("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
         self.assertEqual(progress.wait(SLACK), 0)
-        self.assertTrue(wait_for(lambda: server.request_count == 1 + 5 + 1 + 1), server.request_count)
-        self.hang_worker("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
+        self.assertTrue(wait_for(lambda: server.request_count == 2 + 1 + 5 + 1 + 1), server.request_count)  # the hung one sent 2
 
     def test_release_without_a_server_is_quiet_and_acquire_raises(self):
         server, _ = self.spawn_server()
@@ -2386,29 +2424,32 @@ def the_hung_step():
 the_hung_step()
 """
 
-    def run_hung(self, code, **server_options):
-        server_options.setdefault("dump_grace", filetimer._DUMP_GRACE)
-        self.serve(**server_options)
-        worker = self.spawn_worker_with_stderr(code)
-        _, err = worker.communicate(timeout=SLACK)
-        self.assertEqual(worker.returncode, -signal.SIGKILL)
-        return err
-
-    def spawn_worker_with_stderr(self, code):
-        return self.spawn([*PYTHON, "-c", WORKER + code, self.path], stderr=subprocess.PIPE, text=True)
+    def run_hung(self, *cases):
+        """Run each case (worker code, server options) side by side, with a server of its own; each worker must
+        be killed. Returns [(the worker's stderr, its events)]."""
+        workers = []
+        for i, (code, options) in enumerate(cases):
+            path = os.path.join(self.dir, "hung-%d.fifo" % i)
+            self.serve(file_path=path, **dict({"dump_grace": filetimer._DUMP_GRACE}, **options))
+            workers.append(self.spawn([*PYTHON, "-c", WORKER + code, path], stderr=subprocess.PIPE, text=True))
+        results = []
+        for worker in workers:
+            _, err = worker.communicate(timeout=SLACK)
+            self.assertEqual(worker.returncode, -signal.SIGKILL, err)
+            results.append((err, self.event_names(worker.pid)))
+        return results
 
     def test_every_thread_is_dumped_before_the_kill(self):
-        err = self.run_hung(self.THREADS)
+        [(err, events)] = self.run_hung((self.THREADS, {}))
         for frame in ("parked_in_a_lock", "parked_in_sleep", "the_hung_step"):
             self.assertIn(frame, err)
         self.assertEqual(err.count("hread 0x"), 3, err)  # "Thread 0x..." and "Current thread 0x..."
-        self.assertIn("dump worker stacks", self.event_names())
+        self.assertIn("dump worker stacks", events)
 
     def test_a_hang_in_c_code_holding_the_gil_is_dumped(self):
-        err = self.run_hung(
+        [(err, _)] = self.run_hung((
             "import re\ndef backtracking_forever():\n    with filetimer.expires(after=0.3):\n"
-            "        re.match(r'(a+)+$', 'a' * 40 + 'b')\nbacktracking_forever()\n"
-        )
+            "        re.match(r'(a+)+$', 'a' * 40 + 'b')\nbacktracking_forever()\n", {}))
         self.assertIn("backtracking_forever", err)
 
     def test_re_arming_during_the_grace_neither_dumps_again_nor_postpones_the_kill(self):
@@ -2419,15 +2460,13 @@ the_hung_step()
         self.assertEqual(self.event_names(worker.pid).count("dump worker stacks"), 1)
 
     def test_opting_out_on_either_side_kills_without_a_dump(self):
-        for i, (client_option, server_option) in enumerate((("dump_stacks=False", {}), ("", {"dump_grace": 0}))):
+        cases = (("dump_stacks=False", {}), ("", {"dump_grace": 0}))
+        results = self.run_hung(*(("filetimer.configure(filetimer.FileTimerClient(path, %s))\n" % client_option
+                                   + self.THREADS, server_option) for client_option, server_option in cases))
+        for (client_option, server_option), (err, events) in zip(cases, results):
             with self.subTest(client=client_option, server=server_option):
-                self.events.clear()
-                self.path = os.path.join(self.dir, "%d.fifo" % i)
-                code = ("filetimer.configure(filetimer.FileTimerClient(path, %s))\n" % client_option
-                        + self.THREADS)
-                err = self.run_hung(code, **server_option)
                 self.assertNotIn("parked_in_sleep", err)
-                self.assertNotIn("dump worker stacks", self.event_names())
+                self.assertNotIn("dump worker stacks", events)
 
     def test_a_client_made_after_an_application_handler_leaves_it_in_place(self):
         worker = self.spawn([*PYTHON, "-c", "import os, signal, sys, filetimer\n"
@@ -2444,30 +2483,31 @@ the_hung_step()
         # a dump).
         handler = "signal.signal(signal.SIGUSR2, lambda *a: print('application handler ran', file=sys.stderr))\n"
         client = "filetimer.configure(filetimer.FileTimerClient(path))\n"
-        for i, order in enumerate((handler + client, client + handler)):
+        orders = (handler + client, client + handler)
+        for order, (err, events) in zip(orders, self.run_hung(*((order + self.THREADS, {}) for order in orders))):
             with self.subTest(order=order):
-                self.events.clear()
-                self.path = os.path.join(self.dir, "%d.fifo" % i)
-                err = self.run_hung(order + self.THREADS)
                 self.assertNotIn("application handler ran", err)
                 self.assertNotIn("parked_in_sleep", err)
-                self.assertNotIn("dump worker stacks", self.event_names())
+                self.assertNotIn("dump worker stacks", events)
 
     def test_a_worker_that_cannot_dump_any_more_is_killed_at_once_with_its_tree(self):
         # It promised a dump when it armed its timer, then exec'd, or set the dump signal back to its default:
         # the dump signal would kill it alone, and leave its children.
         children = "os.execvp('sh', ['sh', '-c', 'sleep 60 & echo $!; sleep 60 & echo $!; wait'])\n"
+        workers = {}
         for name, before in (("exec", ""), ("default action", "signal.signal(signal.SIGUSR2, signal.SIG_DFL)\n")):
+            path = os.path.join(self.dir, name.replace(" ", "-") + ".fifo")  # side by side, a server each
+            self.serve(file_path=path, dump_grace=5)
+            workers[name] = self.spawn_worker("filetimer._configured_client.acquire('step', time.time() + 0.3)\n"
+                                              + before + children, path, stdout=subprocess.PIPE, text=True)
+        trees = {name: [int(worker.stdout.readline()) for _ in range(2)] for name, worker in workers.items()}
+        trees = {name: (pids, [filetimer._process_start_time(pid) for pid in pids]) for name, pids in trees.items()}
+        for name, worker in workers.items():
             with self.subTest(name):
-                self.events.clear()
-                self.path = os.path.join(self.dir, name.replace(" ", "-") + ".fifo")
-                self.serve(dump_grace=5)
-                worker = self.spawn_worker("filetimer._configured_client.acquire('step', time.time() + 0.3)\n"
-                                           + before + children, stdout=subprocess.PIPE, text=True)
-                pids = [int(worker.stdout.readline()) for _ in range(2)]
-                start_times = [filetimer._process_start_time(pid) for pid in pids]
+                pids, start_times = trees[name]
+                self.assertNotIn(None, start_times)  # read before the deadline
                 self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)  # at once: not 5 s later, not by SIGUSR2
-                self.assertNotIn("dump worker stacks", self.event_names())
+                self.assertNotIn("dump worker stacks", self.event_names(worker.pid))
                 self.assertTrue(wait_for(lambda p=pids, s=start_times: not any(map(alive, p, s))))
 
 
@@ -2502,12 +2542,19 @@ class ProcessTreeTest(FiletimerTestCase):
         return found
 
     def spawn_tree(self, code, signal_name="KILL"):
+        """A worker that runs code (which starts its tree), then hangs; returns (worker, its tree as listed
+        before its timer was armed: {pid: start time})."""
         script = ("import subprocess\nfiletimer.configure(filetimer.FileTimerClient(path, signal=signal.SIG%s))\n"
-                  % signal_name + code + "print('ready', flush=True)\n"
-                  "with filetimer.expires(after=0.8):\n    time.sleep(60)\n")
-        worker = self.spawn([*PYTHON, "-c", WORKER + script, self.path], stdout=subprocess.PIPE, text=True)
+                  % signal_name + code + "print('ready', flush=True)\nsys.stdin.readline()\n"
+                  "with filetimer.expires(after=0.1):\n    time.sleep(60)\n")
+        worker = self.spawn([*PYTHON, "-c", WORKER + script, self.path], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
         self.assertEqual(worker.stdout.readline().strip(), "ready")
-        return worker
+        tree = self.descendants_of(worker.pid)
+        self.addCleanup(self.kill_leftovers, tree)
+        worker.stdin.write("arm\n")
+        worker.stdin.flush()
+        return worker, tree
 
     def kill_leftovers(self, tree):
         for pid, start in tree.items():
@@ -2524,9 +2571,7 @@ class ProcessTreeTest(FiletimerTestCase):
                 "procs += [subprocess.Popen(['sh', %r, '4']) for _ in range(10)]\n"
                 "def count(pid):\n    return sum(1 + count(c) for c in filetimer._children(pid))\n"
                 "while count(os.getpid()) < 110:\n    time.sleep(0.01)\n" % chain)
-        worker = self.spawn_tree(code)
-        tree = self.descendants_of(worker.pid)
-        self.addCleanup(self.kill_leftovers, tree)
+        worker, tree = self.spawn_tree(code)
         self.assertEqual(len(tree), 110)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
@@ -2534,18 +2579,14 @@ class ProcessTreeTest(FiletimerTestCase):
 
     def test_a_catchable_signal_leaves_the_children_to_the_worker(self):
         self.serve()
-        worker = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n", signal_name="TERM")
-        tree = self.descendants_of(worker.pid)
-        self.addCleanup(self.kill_leftovers, tree)
+        worker, tree = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n", signal_name="TERM")
         self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
         time.sleep(0.2)
         self.assertEqual([alive(pid, start) for pid, start in tree.items()], [True])
 
     def test_kill_tree_false_kills_the_worker_alone(self):
         self.serve(kill_tree=False)
-        worker = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n")
-        tree = self.descendants_of(worker.pid)
-        self.addCleanup(self.kill_leftovers, tree)
+        worker, tree = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n")
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         time.sleep(0.2)
         self.assertEqual([alive(pid, start) for pid, start in tree.items()], [True])
@@ -2557,7 +2598,7 @@ class ProcessTreeTest(FiletimerTestCase):
         # Three shells that never stop forking (each child is killed by the next turn, so they do not pile up).
         loop = "i=0; while [ $i -lt 20000 ]; do sleep %s & kill $!; i=$((i+1)); done" % marker
         code = "spawners = [subprocess.Popen(['sh', '-c', %r]) for _ in range(3)]\ntime.sleep(0.2)\n" % loop
-        worker = self.spawn_tree(code)
+        worker, _ = self.spawn_tree(code)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not marked(marker)), marked(marker))
 
@@ -2694,11 +2735,6 @@ def kill_marked(marker):
 
 NOBODY = 65534
 
-
-def cli(*args, **kwargs):
-    kwargs.setdefault("timeout", SLACK * 3)
-    return subprocess.run([*PYTHON, "-m", "filetimer", *args], env=kwargs.pop("env", ENV),
-                          capture_output=True, text=True, **kwargs)
 
 
 class SharedMachineTest(FiletimerTestCase):
@@ -2881,16 +2917,9 @@ class SharedMachineTest(FiletimerTestCase):
 class StatePerFifoTest(FiletimerTestCase):
     """serve keeps its state beside its FIFO; no server restores or replaces another's state."""
 
-    def start_cli(self, path, *args):
-        child = self.spawn([*PYTHON, "-m", "filetimer", "serve", path, "--max-interval", "0.1", *args],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = child.stdout.readline()
-        self.assertIn("serving " + path, line)
-        return child
-
     def test_two_servers_crash_and_restart_without_mixing_timers(self):
         paths = [os.path.join(self.dir, name) for name in ("a.fifo", "b.fifo")]
-        servers = [self.start_cli(path) for path in paths]
+        servers = [self.start_cli(path, "--max-interval", "0.1") for path in paths]
         workers = [self.spawn_worker("with filetimer.expires(after=%s):\n    time.sleep(60)\n" % after, path)
                    for after, path in ((0.6, paths[0]), (600, paths[1]))]
 
@@ -2902,7 +2931,7 @@ class StatePerFifoTest(FiletimerTestCase):
         for server in servers:
             server.kill()
             server.wait()
-        restarted = [self.start_cli(path) for path in reversed(paths)]
+        restarted = [self.start_cli(path, "--max-interval", "0.1") for path in reversed(paths)]
         self.assertEqual(workers[0].wait(SLACK), -signal.SIGKILL)
         self.assertIsNone(workers[1].poll())
         self.assertTrue(wait_for(lambda: saved(paths[0]) == [] and saved(paths[1]) == [workers[1].pid]))
@@ -2930,14 +2959,14 @@ class StatePerFifoTest(FiletimerTestCase):
         self.assertEqual(sorted(os.listdir(self.dir)), ["notes.txt", "other.fifo", "timer.fifo.state"])
 
     def test_status_tells_a_running_server_from_a_stopped_one(self):
-        server = self.start_cli(self.path)
+        server = self.start_cli(self.path, "--max-interval", "0.1")
         self.assertTrue(wait_for(lambda: cli("status", self.path).returncode == 0))
         running = cli("status", self.path)
         self.assertIn("0 active timers", running.stdout)
         sleeper = self.spawn_sleeper()
-        subprocess.run([*PYTHON, "-m", "filetimer", "acquire", "--scope", "train", "--after", "100",
-                        "--signal", "TERM", "--pid", str(sleeper.pid), "--path", self.path], env=ENV, check=True,
-                       timeout=SLACK)
+        acquired = cli("acquire", "--scope", "train", "--after", "100", "--signal", "TERM", "--pid", str(sleeper.pid),
+                       "--path", self.path)
+        self.assertEqual(acquired.returncode, 0, acquired.stderr)
         self.assertTrue(wait_for(lambda: "1 active timer" in cli("status", self.path).stdout))
         row = cli("status", self.path).stdout.splitlines()[-1].split()
         self.assertEqual((row[0], row[1], row[3]), (str(sleeper.pid), "train", "SIGTERM"))
@@ -2957,7 +2986,7 @@ class StatePerFifoTest(FiletimerTestCase):
         self.assertIn("not a FIFO", not_a_fifo.stderr)
 
     def test_no_state_and_the_start_up_line_once(self):
-        server = self.start_cli(self.path, "--no-state")
+        server = self.start_cli(self.path, "--max-interval", "0.1", "--no-state")
         server.terminate()
         out, err = server.communicate(timeout=SLACK)
         self.assertEqual(server.returncode, 0)
