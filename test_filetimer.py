@@ -408,11 +408,11 @@ class WatchdogTest(FiletimerTestCase):
     def test_worker_that_finishes_in_time_is_not_killed(self):
         # The worker lives on after releasing: its exit, which drops its timers too, must not hide a lost release.
         server = self.serve()
-        worker = self.spawn_lingering_worker("with filetimer.expires(after=0.5):\n    time.sleep(0.05)\n")
+        worker = self.spawn_lingering_worker("with filetimer.expires(after=0.3):\n    time.sleep(0.02)\n")
         self.assertEqual(worker.stdout.readline(), "done\n")
         self.assertTrue(wait_for(lambda: server.request_count == 2))
         self.assertEqual(server.timers(), [])
-        time.sleep(0.6)  # past the deadline
+        time.sleep(0.4)  # past the deadline
         self.assertIsNone(worker.poll())
         worker.stdin.close()
         self.assertEqual(worker.wait(SLACK), 0)
@@ -453,12 +453,12 @@ class WatchdogTest(FiletimerTestCase):
                 return expiration
 
             expirations = []
-            for after in (0.6, 100, 50):  # armed, then later, then earlier: never released in between
+            for after in (0.3, 100, 50):  # armed, then later, then earlier: never released in between
                 expirations.append(acquire(after))
                 self.assertTrue(wait_for(lambda: [t.expiration_time for t in server.timers()] == expirations[-1:]))
-            time.sleep(max(0.0, expirations[0] + 0.3 - time.time()))
+            time.sleep(max(0.0, expirations[0] + 0.15 - time.time()))
             self.assertIsNone(sleeper.poll())  # the first deadline went with the timer it armed
-            acquire(0.2)
+            acquire(0.1)
             self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)  # and a short deadline replaces a long one
 
     def test_worker_that_exits_before_releasing_is_forgotten_unsignalled(self):
@@ -466,11 +466,11 @@ class WatchdogTest(FiletimerTestCase):
         with mock.patch("os.kill", lambda pid, sig: sent.append(pid)), \
                 mock.patch.object(signal, "pidfd_send_signal", lambda fd, sig: sent.append(fd), create=True):
             server = self.serve(max_interval=0.1)
-            worker = self.spawn_worker("filetimer._configured_client.acquire('s', time.time() + 0.5)\nos._exit(0)\n")
+            worker = self.spawn_worker("filetimer._configured_client.acquire('s', time.time() + 0.3)\nos._exit(0)\n")
             self.assertEqual(worker.wait(SLACK), 0)
             self.assertTrue(wait_for(lambda: server.request_count == 1))
             self.assertTrue(wait_for(lambda: server.timers() == []))
-            time.sleep(0.7)  # past the deadline
+            time.sleep(0.4)  # past the deadline
         self.assertEqual(sent, [])
         self.assertEqual(self.event_names(worker.pid), [])
 
@@ -494,7 +494,7 @@ class WatchdogTest(FiletimerTestCase):
         sleeper = self.spawn_sleeper()
         server.register_timers([FileTimerRequest(sleeper.pid, "quiet", time.time() + 0.05, 0)])
         self.assertTrue(wait_for(lambda: "timer expired" in self.event_names()))
-        time.sleep(0.3)  # many heartbeats
+        time.sleep(0.15)  # many heartbeats
         self.assertEqual(self.event_names(sleeper.pid), ["timer expired"])
         self.assertIsNone(sleeper.poll())
         self.assertEqual(server.timers(), [])
@@ -507,12 +507,12 @@ class WatchdogTest(FiletimerTestCase):
         server.register_timers([
             FileTimerRequest(worker.pid, "a", now + 0.1, 0),
             FileTimerRequest(worker.pid, "b", now + 0.1, signal.SIGTERM),
-            FileTimerRequest(worker.pid, "c", now + 0.6, signal.SIGKILL),
+            FileTimerRequest(worker.pid, "c", now + 0.4, signal.SIGKILL),
         ])
         self.assertEqual(worker.stdout.readline(), "TERM\n")
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
         self.assertEqual(server.timers(), [])  # c too: reaping drops all the worker's timers
-        time.sleep(max(0.0, now + 0.9 - time.time()))  # past c's deadline
+        time.sleep(max(0.0, now + 0.6 - time.time()))  # past c's deadline
         self.assertIsNone(worker.poll())
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "timer expired", "kill worker process"])
         worker.stdin.close()
@@ -1110,7 +1110,7 @@ class ReviewFindingsTest(FiletimerTestCase):
         server = FileTimerServer(self.path, state_file=state)
         server.start()
         worker = self.spawn_worker("c = filetimer.FileTimerClient(path, dump_stacks=False)\n"
-                                   "c.acquire('step', time.time() + 0.6)\nprint('armed', flush=True)\n"
+                                   "c.acquire('step', time.time() + 0.4)\nprint('armed', flush=True)\n"
                                    "sys.stdin.readline()\nc.release('step')\nprint('released', flush=True)\n"
                                    "time.sleep(60)\n", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.assertEqual(worker.stdout.readline().strip(), "armed")
@@ -1122,10 +1122,10 @@ class ReviewFindingsTest(FiletimerTestCase):
         worker.stdin.write("go\n")
         worker.stdin.flush()
         self.assertEqual(worker.stdout.readline().strip(), "released")  # kept: no server
-        time.sleep(0.8)  # the deadline passes while no server runs
+        time.sleep(0.5)  # the deadline passes while no server runs
         restarted = self.serve(state_file=state)
         self.assertTrue(wait_for(lambda: restarted.timers() == []))
-        time.sleep(0.5)
+        time.sleep(0.4)  # past the 0.3 s a restarted server waits before it fires restored timers
         self.assertIsNone(worker.poll())
 
 
@@ -1592,11 +1592,12 @@ class TorchInteropTest(FiletimerTestCase):
 class ShellTest(FiletimerTestCase):
     """acquire/release from shell scripts: the calling shell is the guarded process."""
 
-    def shell(self, script):
-        cli = "%s -S -m filetimer" % sys.executable
+    def shell(self, script, shell="sh", **kwargs):
+        """Run script in shell, FT standing for the command line and PATH_ for the FIFO."""
+        command = "%s -S -m filetimer" % sys.executable
         # In a session of its own: the children the killed shell leaves behind (its sleep 60) go with its group.
-        child = self.spawn(["sh", "-c", script.replace("FT", cli).replace("PATH_", self.path)],
-                           start_new_session=True)
+        child = self.spawn([shell, "-c", script.replace("FT", command).replace("PATH_", self.path)],
+                           start_new_session=True, **kwargs)
         self.addCleanup(kill_group, child.pid)  # the group outlives the shell while its children live
         return child
 
@@ -1606,14 +1607,10 @@ class ShellTest(FiletimerTestCase):
                   "sleep 60 & step=$!\necho $step\n"
                   "trap 'kill \"$step\" 2>/dev/null; exit 143' TERM\nwait \"$step\"\n"
                   "FT release --scope upload --path PATH_\n")
-        for shell in ("bash", "dash"):
-            if not shutil.which(shell):
-                continue
+        scripts = {shell: self.shell(recipe, shell, stdout=subprocess.PIPE, text=True)  # side by side
+                   for shell in ("bash", "dash") if shutil.which(shell)}
+        for shell, script in scripts.items():
             with self.subTest(shell):
-                script = self.spawn([shell, "-c", recipe.replace("FT", "%s -S -m filetimer" % sys.executable)
-                                     .replace("PATH_", self.path)], stdout=subprocess.PIPE, text=True,
-                                    start_new_session=True)
-                self.addCleanup(kill_group, script.pid)
                 step = int(script.stdout.readline())
                 start_time = filetimer._process_start_time(step)
                 self.assertEqual(script.wait(SLACK), 143)  # the trap ran: at the deadline, not after the step
@@ -2284,7 +2281,7 @@ class ExpiresShapesTest(FiletimerTestCase):
         worker = self.spawn_lingering_worker(
             "import asyncio, gc, threading\n"
             "async def ticks():\n"
-            "    async with filetimer.expires(after=0.5):\n"
+            "    async with filetimer.expires(after=0.3):\n"
             "        yield 1\n"
             "        yield 2\n"
             "async def main():\n"
@@ -2294,12 +2291,12 @@ class ExpiresShapesTest(FiletimerTestCase):
             "    gc.collect()\n"
             "    await asyncio.sleep(0.05)\n"
             "asyncio.run(main())\n"
-            "block = filetimer.expires(after=0.5, scope='handed over')\n"
+            "block = filetimer.expires(after=0.3, scope='handed over')\n"
             "block.__enter__()\n"
             "threading.Thread(target=block.__exit__, args=(None, None, None)).start()\n")
         self.assertEqual(worker.stdout.readline().strip(), "done")
         self.assertTrue(wait_for(lambda: server.request_count == 4 and server.timers() == []))
-        time.sleep(0.7)  # past both deadlines
+        time.sleep(0.45)  # past both deadlines
         self.assertIsNone(worker.poll())
 
     def test_after_must_be_positive_and_finite(self):
@@ -2314,7 +2311,7 @@ class ExpiresShapesTest(FiletimerTestCase):
         server = self.serve()
         worker = self.spawn_worker(
             "import asyncio\n@filetimer.expires(after=0.2)\nasync def step():\n    await asyncio.sleep(0.01)\n"
-            "    return 7\nassert asyncio.run(step()) == 7\ntime.sleep(0.5)\n"
+            "    return 7\nassert asyncio.run(step()) == 7\ntime.sleep(0.3)\n"
         )
         self.assertEqual(worker.wait(SLACK), 0)
         self.assertTrue(wait_for(lambda: server.request_count == 2), server.request_count)
@@ -2391,7 +2388,7 @@ class ExpiresShapesTest(FiletimerTestCase):
         self.assertTrue(wait_for(lambda: server.request_count == 2 + 1 + 5 + 1 + 1), server.request_count)  # the hung one sent 2
 
     def test_release_without_a_server_is_quiet_and_acquire_raises(self):
-        server, _ = self.spawn_server()
+        server, command = self.spawn_server()
         worker = self.spawn(
             [*PYTHON, "-c", "import os, signal, sys, time, filetimer\npath = sys.argv[1]\n"
              "filetimer.configure(filetimer.FileTimerClient(path, connect_timeout=0.2))\n"
@@ -2399,7 +2396,7 @@ class ExpiresShapesTest(FiletimerTestCase):
              "try:\n    filetimer._configured_client.acquire('again', time.time() + 30)\n"
              "except BrokenPipeError:\n    print('unguarded', flush=True)\n", self.path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3)  # armed
+        self.assertTrue(wait_for(lambda: command()[2] == 1))  # armed
         server.kill()
         server.wait()
         out, err = worker.communicate("go\n", timeout=SLACK)
