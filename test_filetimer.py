@@ -374,7 +374,7 @@ class DefaultPathTest(FiletimerTestCase):
 class WatchdogTest(FiletimerTestCase):
     def test_hung_worker_is_killed_and_events_are_reported(self):
         server = self.serve(max_interval=10, dump_grace=filetimer._DUMP_GRACE)
-        worker = self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n")
+        worker = self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n")
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
         self.assertEqual(self.event_names(worker.pid), ["timer expired", "dump worker stacks", "kill worker process"])
@@ -387,7 +387,7 @@ class WatchdogTest(FiletimerTestCase):
     def test_a_hung_worker_is_killed_within_a_second_of_its_deadline(self):
         # At max_interval 10 neither the deadline nor the kill after the stack dump may wait for the heartbeat.
         self.serve(max_interval=10, dump_grace=filetimer._DUMP_GRACE)
-        worker = self.spawn_worker("with filetimer.expires(after=0.3) as timer:\n    print(repr(timer.deadline), "
+        worker = self.spawn_worker("with filetimer.expires(after=0.2) as timer:\n    print(repr(timer.deadline), "
                                    "flush=True)\n    time.sleep(60)\n", stdout=subprocess.PIPE, text=True)
         deadline = float(worker.stdout.readline())
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
@@ -977,7 +977,7 @@ class SmallHostileCasesTest(FiletimerTestCase):
         log = os.path.join(self.dir, "app.log")
         # The application closes its stderr, and a log file it opens gets fd 2.
         worker = self.spawn([*PYTHON, "-c", WORKER + "os.close(2)\ntaken = open(sys.argv[2], 'w')\n"
-                             "assert taken.fileno() == 2\nwith filetimer.expires(after=0.2):\n    time.sleep(60)\n",
+                             "assert taken.fileno() == 2\nwith filetimer.expires(after=0.1):\n    time.sleep(60)\n",
                              self.path, log])
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertIn("most recent call first", self.read_log(worker))
@@ -1099,7 +1099,7 @@ class ReviewFindingsTest(FiletimerTestCase):
         server = Failing(self.path, dump_grace=0)
         self.addCleanup(server.stop)
         server.start()
-        deadline = time.time() + 0.3
+        deadline = time.time() + 0.1
         with self.assertLogs("filetimer", "ERROR"):
             server.register_timers([FileTimerRequest(first.pid, "s", deadline, 9),
                                     FileTimerRequest(second.pid, "s", deadline, 9)])
@@ -1202,6 +1202,7 @@ worker = spawn_at(5000, "import filetimer, sys, time; c = filetimer.FileTimerCli
                   "c.acquire('step', time.time() + 0.5); sys.stdin.read()", path, stdin=subprocess.PIPE)
 while not server.timers():
     time.sleep(0.01)
+first_deadline = time.time() + 0.5  # later than the worker's
 worker.stdin.close()
 worker.wait()
 heir = spawn_at(5000, sleep)
@@ -1212,9 +1213,10 @@ dead_start = filetimer._process_start_time(dead.pid)
 dead.kill(); dead.wait()
 time.sleep(0.05)
 heir2 = spawn_at(6000, sleep)
+stale_deadline = time.time() + 0.2
 filetimer.FileTimerClient(path)._send_request(
-    filetimer.FileTimerRequest(heir2.pid, "stale", time.time() + 0.2, 9, start_time=dead_start))
-time.sleep(0.8)  # past both deadlines: the first was armed at least 0.1 s ago
+    filetimer.FileTimerRequest(heir2.pid, "stale", stale_deadline, 9, start_time=dead_start))
+time.sleep(max(first_deadline, stale_deadline) + 0.2 - time.time())  # past both deadlines
 print(json.dumps({"pids": [worker.pid, heir.pid, dead.pid, heir2.pid],
                   "alive": [heir.poll() is None, heir2.poll() is None], "events": events}))
 for p in (heir, heir2):
@@ -1618,7 +1620,7 @@ class ShellTest(FiletimerTestCase):
 
     def test_a_hung_guarded_shell_script_is_killed(self):
         self.serve()
-        script = self.shell("FT acquire --scope step --after 0.3 --path PATH_ && sleep 60")
+        script = self.shell("FT acquire --scope step --after 0.1 --path PATH_ && sleep 60")
         self.assertEqual(script.wait(SLACK), -signal.SIGKILL)
         self.assertIn(("kill worker process", script.pid),
                       [(name, r.worker_pid) for name, r in self.events if r])
@@ -2098,7 +2100,7 @@ class CommandLineTest(FiletimerTestCase):
         stops = {stop_signal: os.path.join(self.dir, "%d.fifo" % stop_signal)  # side by side
                  for stop_signal in (signal.SIGTERM, signal.SIGINT)}
         servers = {stop_signal: self.start_cli(path, "--max-interval", "5") for stop_signal, path in stops.items()}
-        workers = {stop_signal: self.spawn_worker("with filetimer.expires(after=0.2):\n    time.sleep(60)\n", path)
+        workers = {stop_signal: self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n", path)
                    for stop_signal, path in stops.items()}
         for stop_signal, server in servers.items():
             with self.subTest(signal=stop_signal):
@@ -2258,9 +2260,9 @@ class ExpiresShapesTest(FiletimerTestCase):
     def test_async_def_and_async_with_are_guarded(self):
         self.serve()
         self.assert_killed(
-            "import asyncio\n@filetimer.expires(after=0.2)\nasync def step():\n    time.sleep(60)\n"
+            "import asyncio\n@filetimer.expires(after=0.1)\nasync def step():\n    time.sleep(60)\n"
             "asyncio.run(step())\n",
-            "import asyncio\nasync def step():\n    async with filetimer.expires(after=0.2):\n        time.sleep(60)\n"
+            "import asyncio\nasync def step():\n    async with filetimer.expires(after=0.1):\n        time.sleep(60)\n"
             "asyncio.run(step())\n",
         )
 
@@ -2383,7 +2385,7 @@ class ExpiresShapesTest(FiletimerTestCase):
             "with filetimer.expires(after=0.4) as timer:\n    for _ in range(5):\n        time.sleep(0.1)\n"
             "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.5)\n"
         )
-        self.assert_killed("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.2)\n    time.sleep(60)\n")
+        self.assert_killed("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.1)\n    time.sleep(60)\n")
         self.assertEqual(progress.wait(SLACK), 0)
         self.assertTrue(wait_for(lambda: server.request_count == 2 + 1 + 5 + 1 + 1), server.request_count)  # the hung one sent 2
 
