@@ -581,6 +581,27 @@ class LifecycleTest(FiletimerTestCase):
         self.assertEqual(sleeper.wait(SLACK), -signal.SIGTERM)
         self.assertFalse(os.path.exists(self.path))
 
+    def test_a_pass_that_raises_is_logged_and_the_watchdog_carries_on(self):
+        passes = []
+
+        class FailingOnce(FileTimerServer):
+            def _run_pass(self, ready):
+                passes.append(ready)
+                if len(passes) == 1:
+                    raise RuntimeError("a bug in one pass")
+                super()._run_pass(ready)
+
+        server = FailingOnce(self.path, log_event=self.record, dump_grace=0)
+        self.addCleanup(server.stop)
+        self.servers.append(server)
+        with self.assertLogs("filetimer", "ERROR") as logs:
+            server.start()
+            worker = self.spawn_worker("with filetimer.expires(after=0.1):\n    time.sleep(60)\n")
+            self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)  # by a pass after the one that raised
+        self.assertIn("watchdog pass failed", "\n".join(logs.output))
+        self.assertIn("a bug in one pass", "\n".join(logs.output))
+        self.assertGreater(len(passes), 1)
+
     def test_a_failing_log_event_callback_does_not_stop_the_watchdog(self):
         def explode(name, request):
             if request is not None:
@@ -1264,6 +1285,44 @@ class PidReuseWithoutRootTest(FiletimerTestCase):
         self.assertEqual(server.timers(), [])
         with self.assertRaises(subprocess.TimeoutExpired):  # past the deadline
             sleeper.wait(0.3)
+
+    @unittest.skipUnless(filetimer._HAVE_PIDFD, "a worker bound by its pidfd alone")
+    def test_a_worker_bound_by_its_pidfd_alone_takes_later_timers_that_name_its_start_time(self):
+        # /proc could not be read when the server first saw the worker (the fd limit): its pidfd is its identity.
+        # Its later requests name its start time, as every filetimer client's do: armed for the same record.
+        server = self.serve()
+        sleeper = self.spawn_sleeper()
+        start_time = filetimer._process_start_time(sleeper.pid)
+        with mock.patch.object(filetimer, "_start_time_now", side_effect=OSError(errno.EMFILE, "Too many open files")):
+            server.register_timers([FileTimerRequest(sleeper.pid, "first", time.time() + 600, 9)])
+        server.register_timers([FileTimerRequest(sleeper.pid, "second", time.time() + 0.1, 9, start_time)])
+        self.assertEqual(sorted(t.scope_id for t in server.timers()), ["first", "second"])
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
+
+    def test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker(self):
+        # No pidfd: the start time is the identity. The server watches the pid for an earlier process, which exits
+        # unseen; the identity source then says a new process has the pid, and that process arms a timer. The
+        # earlier process's timer goes with it (never fires at the new owner) and the new one's is armed.
+        sleeper = self.spawn_sleeper()
+        real_start_time = filetimer._start_time_now
+        earlier = [True]  # while set, the identity source reports the pid's earlier owner
+
+        def start_time(pid):
+            value = real_start_time(pid)
+            return value - 1 if earlier and pid == sleeper.pid and value is not None else value
+
+        with mock.patch.object(filetimer, "_HAVE_PIDFD", False), \
+                mock.patch.object(filetimer, "_start_time_now", start_time):
+            server = self.serve()
+            server.register_timers([FileTimerRequest(sleeper.pid, "earlier", time.time() + 0.2, 9)])  # as torch's
+            self.assertEqual([t.scope_id for t in server.timers()], ["earlier"])
+            earlier.clear()  # it exited; the sleeper has its pid now
+            new_start_time = real_start_time(sleeper.pid)
+            server.register_timers([FileTimerRequest(sleeper.pid, "new", time.time() + 600, 9, new_start_time)])
+            self.assertEqual([(t.scope_id, t.start_time) for t in server.timers()], [("new", new_start_time)])
+            with self.assertRaises(subprocess.TimeoutExpired):  # past the earlier process's deadline
+                sleeper.wait(0.4)
+        self.assertNotIn("kill worker process", self.event_names())
 
     def test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time(self):
         # No pidfd: the start time is the identity; after the timer is armed it says the pid has a new owner.
@@ -2531,12 +2590,22 @@ def alive(pid, start_time):
 class ProcessTreeTest(FiletimerTestCase):
     """A SIGKILL reap takes the worker's descendants; a catchable signal goes to the worker alone."""
 
-    def descendants_of(self, pid):
+    @staticmethod
+    def descendants_of(pid):
+        """{pid: start time} of every descendant of pid, from the parents /proc/*/stat names (not filetimer's
+        walk)."""
+        children = {}
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open("/proc/%s/stat" % entry, "rb") as f:
+                    fields = f.read().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
         found, todo = {}, [pid]
         while todo:
-            parent = todo.pop()
-            for child in filetimer._children(parent):
-                found[child] = filetimer._process_start_time(child)
+            for child, start_time in children.get(todo.pop(), ()):
+                found[child] = start_time
                 todo.append(child)
         return found
 
@@ -2575,6 +2644,20 @@ class ProcessTreeTest(FiletimerTestCase):
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
                         [pid for pid, start in tree.items() if alive(pid, start)])
+
+    def test_without_children_files_the_walk_scans_proc_and_still_takes_the_whole_tree(self):
+        # /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN, off in many kernels' default configuration:
+        # without it the walk finds each process's children by reading every process's parent in /proc.
+        with mock.patch.object(filetimer, "_HAVE_PROC_CHILDREN", False):
+            self.serve()
+            worker, tree = self.spawn_tree(
+                "shells = [subprocess.Popen(['sh', '-c', 'sleep 600 & echo $!; sleep 600 & echo $!; wait'],"
+                " stdout=subprocess.PIPE) for _ in range(2)]\n"
+                "for shell in shells:\n    shell.stdout.readline()\n    shell.stdout.readline()\n")
+            self.assertEqual(len(tree), 6)  # two children, four grandchildren
+            self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+            self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
+                            [pid for pid, start in tree.items() if alive(pid, start)])
 
     def test_a_catchable_signal_leaves_the_children_to_the_worker(self):
         self.serve()

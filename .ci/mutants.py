@@ -480,6 +480,38 @@ MUTANTS: List[Mutant] = [
         ["SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server",
          "SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server_without_root"],
     ),
+    (
+        "proc-scan-fallback-blind",  # without /proc/<pid>/task/<tid>/children the walk would find no children
+        "            elif entry.isdigit() and _proc_stat(int(entry))[0] == pid:",
+        "            elif False:",
+        ["ProcessTreeTest.test_without_children_files_the_walk_scans_proc_and_still_takes_the_whole_tree"],
+    ),
+    (
+        "watchdog-dies",  # one pass that raised would end the watchdog thread: no hung worker killed after it
+        "            except Exception:  # never let the watchdog die",
+        "            except ZeroDivisionError:",
+        ["LifecycleTest.test_a_pass_that_raises_is_logged_and_the_watchdog_carries_on"],
+    ),
+    (
+        "watch-no-reuse",  # a worker bound by its pidfd alone would refuse its later requests that name a start time
+        "            if request.start_time is None or worker.start_time in (None, request.start_time):\n"
+        "                return worker",
+        "            if request.start_time is None or worker.start_time in (None, request.start_time):\n"
+        "                return None",
+        ["PidReuseWithoutRootTest.test_a_worker_bound_by_its_pidfd_alone_takes_later_timers_that_name_its_start_time"],
+    ),
+    (
+        "watch-keeps-exited",  # an exited worker's timers would stay armed, to fire at the new owner of its pid
+        "            self._forget_worker(worker)  # the pid now belongs to the process the request names",
+        "            pass",
+        ["PidReuseWithoutRootTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
+    ),
+    (
+        "watch-refuses-new-owner",  # the new owner of a watched pid could arm no timer while the old record stays
+        "            self._forget_worker(worker)  # the pid now belongs to the process the request names",
+        "            return None",
+        ["PidReuseWithoutRootTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
