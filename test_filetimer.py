@@ -45,33 +45,33 @@ SLACK = 10.0  # seconds: an upper bound for things that take milliseconds
 TIME_LIMIT = 60  # seconds: a test still running then fails instead of hanging the run (most take < 3 s)
 
 # A worker: argv[1] is the FIFO path; the code after the setup is the test's.
-WORKER = """
-import os, signal, sys, time
-import filetimer
-path = sys.argv[1]
-filetimer.configure(filetimer.FileTimerClient(path))
-"""
+WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    import filetimer
+    path = sys.argv[1]
+    filetimer.configure(filetimer.FileTimerClient(path))
+""")
 
 # A server in its own process, driven by commands on stdin, so a test can
 # freeze it, kill it or shift its wall clock.
-SERVER = """
-import json, os, sys, time
-import filetimer
-options = json.loads(sys.argv[2])
-offset = [0.0]
-real_time = time.time
-time.time = lambda: real_time() + offset[0]
-server = filetimer.FileTimerServer(sys.argv[1], max_interval=0.05, **options)
-server.start()
-print("ready", flush=True)
-for line in sys.stdin:
-    command, _, arg = line.partition(" ")
-    if command == "shift":
-        offset[0] += float(arg)
-    elif command == "stop":
-        server.stop()
-    print(json.dumps([server.request_count, server.rejected_count, len(server.timers())]), flush=True)
-"""
+SERVER = textwrap.dedent("""
+    import json, os, sys, time
+    import filetimer
+    options = json.loads(sys.argv[2])
+    offset = [0.0]
+    real_time = time.time
+    time.time = lambda: real_time() + offset[0]
+    server = filetimer.FileTimerServer(sys.argv[1], max_interval=0.05, **options)
+    server.start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, _, arg = line.partition(" ")
+        if command == "shift":
+            offset[0] += float(arg)
+        elif command == "stop":
+            server.stop()
+        print(json.dumps([server.request_count, server.rejected_count, len(server.timers())]), flush=True)
+""")
 
 
 def wait_for(predicate, timeout=SLACK, interval=0.01):
@@ -235,6 +235,11 @@ class FiletimerTestCase(TimeLimitedTestCase):
     def spawn_sleeper(self):
         return self.spawn(["sleep", "60"])
 
+    def assert_dead(self, tree):
+        """Every process of tree ({pid: start time}) is gone, or goes within SLACK; a zombie counts as gone."""
+        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
+                        [pid for pid, start in tree.items() if alive(pid, start)])
+
     def assert_killed(self, *codes, path=None):
         """Run these worker programs side by side: each must be killed (SIGKILL) for its hang."""
         workers = [self.spawn_worker(code, path) for code in codes]
@@ -290,88 +295,88 @@ def line(pid, scope, expiration, sig=9, **extra):
     return json.dumps(fields).encode() + b"\n"
 
 
-FLOOD = """
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_WRONLY)
-block, end = b"1\\n" * 2048, time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    os.write(fd, block)
-"""
+FLOOD = textwrap.dedent("""
+    import os, sys, time
+    fd = os.open(sys.argv[1], os.O_WRONLY)
+    block, end = b"1\\n" * 2048, time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        os.write(fd, block)
+""")
 
 
 # A command run with the descriptor limits argv[1] (soft) and argv[2] (hard): the rest of argv.
-FD_LIMITED = """
-import os, resource, sys
-resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
-os.execv(sys.executable, [sys.executable, "-S", *sys.argv[3:]])
-"""
+FD_LIMITED = textwrap.dedent("""
+    import os, resource, sys
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))
+    os.execv(sys.executable, [sys.executable, "-S", *sys.argv[3:]])
+""")
 
 
-REUSE = """
-import json, os, subprocess, sys, time
-import filetimer
-path, mode = sys.argv[1], sys.argv[2]
-if mode == "start-time":
-    filetimer._HAVE_PIDFD = False
-events = []
-server = filetimer.FileTimerServer(path, max_interval=30, log_event=lambda name, request: events.append(name))
-server.start()
+REUSE = textwrap.dedent("""
+    import json, os, subprocess, sys, time
+    import filetimer
+    path, mode = sys.argv[1], sys.argv[2]
+    if mode == "start-time":
+        filetimer._HAVE_PIDFD = False
+    events = []
+    server = filetimer.FileTimerServer(path, max_interval=30, log_event=lambda name, request: events.append(name))
+    server.start()
 
-def spawn_at(pid, code, *args, **kwargs):
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(pid - 1))
-    return subprocess.Popen([sys.executable, "-S", "-c", code, *args], **kwargs)
+    def spawn_at(pid, code, *args, **kwargs):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        return subprocess.Popen([sys.executable, "-S", "-c", code, *args], **kwargs)
 
-sleep = "import time; time.sleep(30)"
-# 1. A worker arms a timer and exits; a new process gets its pid before the deadline.
-worker = spawn_at(5000, "import filetimer, sys, time; c = filetimer.FileTimerClient(sys.argv[1]); "
-                  "c.acquire('step', time.time() + 0.5); sys.stdin.read()", path, stdin=subprocess.PIPE)
-while not server.timers():
-    time.sleep(0.01)
-first_deadline = time.time() + 0.5  # later than the worker's
-worker.stdin.close()
-worker.wait()
-heir = spawn_at(5000, sleep)
-# 2. A request naming a dead process's start time arrives after its pid was reused.
-dead = spawn_at(6000, sleep)
-time.sleep(0.05)
-dead_start = filetimer._process_start_time(dead.pid)
-dead.kill(); dead.wait()
-time.sleep(0.05)
-heir2 = spawn_at(6000, sleep)
-stale_deadline = time.time() + 0.2
-filetimer.FileTimerClient(path)._send_request(
-    filetimer.FileTimerRequest(heir2.pid, "stale", stale_deadline, 9, start_time=dead_start))
-time.sleep(max(first_deadline, stale_deadline) + 0.2 - time.time())  # past both deadlines
-print(json.dumps({"pids": [worker.pid, heir.pid, dead.pid, heir2.pid],
-                  "alive": [heir.poll() is None, heir2.poll() is None], "events": events}))
-for p in (heir, heir2):
-    p.kill(); p.wait()
-server.stop()
-"""
+    sleep = "import time; time.sleep(30)"
+    # 1. A worker arms a timer and exits; a new process gets its pid before the deadline.
+    worker = spawn_at(5000, "import filetimer, sys, time; c = filetimer.FileTimerClient(sys.argv[1]); "
+                      "c.acquire('step', time.time() + 0.5); sys.stdin.read()", path, stdin=subprocess.PIPE)
+    while not server.timers():
+        time.sleep(0.01)
+    first_deadline = time.time() + 0.5  # later than the worker's
+    worker.stdin.close()
+    worker.wait()
+    heir = spawn_at(5000, sleep)
+    # 2. A request naming a dead process's start time arrives after its pid was reused.
+    dead = spawn_at(6000, sleep)
+    time.sleep(0.05)
+    dead_start = filetimer._process_start_time(dead.pid)
+    dead.kill(); dead.wait()
+    time.sleep(0.05)
+    heir2 = spawn_at(6000, sleep)
+    stale_deadline = time.time() + 0.2
+    filetimer.FileTimerClient(path)._send_request(
+        filetimer.FileTimerRequest(heir2.pid, "stale", stale_deadline, 9, start_time=dead_start))
+    time.sleep(max(first_deadline, stale_deadline) + 0.2 - time.time())  # past both deadlines
+    print(json.dumps({"pids": [worker.pid, heir.pid, dead.pid, heir2.pid],
+                      "alive": [heir.poll() is None, heir2.poll() is None], "events": events}))
+    for p in (heir, heir2):
+        p.kill(); p.wait()
+    server.stop()
+""")
 
 
 def stat_mode(path):
     return os.stat(path).st_mode & 0o777
 
 
-TORCH_WORKER = """
-import sys, time
-from torch.distributed.elastic import timer
-timer.configure(timer.FileTimerClient(sys.argv[1]))
-with timer.expires(after=0.2):
+TORCH_WORKER = textwrap.dedent("""
+    import sys, time
+    from torch.distributed.elastic import timer
+    timer.configure(timer.FileTimerClient(sys.argv[1]))
+    with timer.expires(after=0.2):
+        time.sleep(60)
+""")
+
+
+TORCH_SERVER = textwrap.dedent("""
+    import sys, time
+    from torch.distributed.elastic.timer import FileTimerServer
+    server = FileTimerServer(sys.argv[1], "interop", max_interval=0.1)
+    server.start()
+    print("ready", flush=True)
     time.sleep(60)
-"""
-
-
-TORCH_SERVER = """
-import sys, time
-from torch.distributed.elastic.timer import FileTimerServer
-server = FileTimerServer(sys.argv[1], "interop", max_interval=0.1)
-server.start()
-print("ready", flush=True)
-time.sleep(60)
-"""
+""")
 
 
 def saved_timers(state_file, fifo):
@@ -398,18 +403,18 @@ def wire(pid, scope, expiration, sig=9, start_time=None):
     return filetimer._wire_line(FileTimerRequest(pid, scope, expiration, sig, start_time))
 
 
-HEALTHY = """
-import random
-filetimer.configure(filetimer.FileTimerClient(path, keep_open=True))
-end = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    try:
-        with filetimer.expires(after=0.6):
-            time.sleep(random.uniform(0, 0.03))
-    except BrokenPipeError:  # no server right now: this step is unguarded
-        pass
-    time.sleep(random.uniform(0.005, 0.02))
-"""
+HEALTHY = textwrap.dedent("""
+    import random
+    filetimer.configure(filetimer.FileTimerClient(path, keep_open=True))
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        try:
+            with filetimer.expires(after=0.6):
+                time.sleep(random.uniform(0, 0.03))
+        except BrokenPipeError:  # no server right now: this step is unguarded
+            pass
+        time.sleep(random.uniform(0.005, 0.02))
+""")
 
 
 def state(pid):
@@ -1219,7 +1224,7 @@ class FdLimitTest(FiletimerTestCase):
         pids = [int(worker.stdout.readline()) for _ in range(150)]
         start_times = [filetimer._process_start_time(pid) for pid in pids]
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        self.assertTrue(wait_for(lambda: not any(map(alive, pids, start_times))))
+        self.assert_dead(dict(zip(pids, start_times)))
         self.assertIsNone(server.poll())
 
     def test_the_server_raises_its_soft_limit_to_the_hard_one(self):
@@ -2225,19 +2230,19 @@ class EscalationTest(FiletimerTestCase):
 class StackDumpTest(FiletimerTestCase):
     """A hung worker's Python stacks reach its stderr before it is killed."""
 
-    THREADS = """
-import threading
-def parked_in_a_lock():
-    threading.Event().wait()
-def parked_in_sleep():
-    time.sleep(60)
-for target in (parked_in_a_lock, parked_in_sleep):
-    threading.Thread(target=target, daemon=True).start()
-def the_hung_step():
-    with filetimer.expires(after=0.2):
-        time.sleep(60)
-the_hung_step()
-"""
+    THREADS = textwrap.dedent("""
+        import threading
+        def parked_in_a_lock():
+            threading.Event().wait()
+        def parked_in_sleep():
+            time.sleep(60)
+        for target in (parked_in_a_lock, parked_in_sleep):
+            threading.Thread(target=target, daemon=True).start()
+        def the_hung_step():
+            with filetimer.expires(after=0.2):
+                time.sleep(60)
+        the_hung_step()
+    """)
 
     def run_hung(self, *cases):
         """Run each case (worker code, server options) side by side, with a server of its own; each worker must
@@ -2323,7 +2328,7 @@ the_hung_step()
                 self.assertNotIn(None, start_times)  # read before the deadline
                 self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)  # at once: not 5 s later, not by SIGUSR2
                 self.assertNotIn("dump worker stacks", self.event_names(worker.pid))
-                self.assertTrue(wait_for(lambda p=pids, s=start_times: not any(map(alive, p, s))))
+                self.assert_dead(dict(zip(pids, start_times)))
 
     def test_the_dump_goes_to_the_stderr_the_worker_had_when_its_client_was_made(self):
         self.serve(dump_grace=filetimer._DUMP_GRACE)
@@ -2394,8 +2399,7 @@ class ProcessTreeTest(FiletimerTestCase):
         worker, tree = self.spawn_tree(code)
         self.assertEqual(len(tree), 110)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
-                        [pid for pid, start in tree.items() if alive(pid, start)])
+        self.assert_dead(tree)
 
     def test_without_children_files_the_walk_scans_proc_and_still_takes_the_whole_tree(self):
         # /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN, off in many kernels' default configuration:
@@ -2408,8 +2412,7 @@ class ProcessTreeTest(FiletimerTestCase):
                 "for shell in shells:\n    shell.stdout.readline()\n    shell.stdout.readline()\n")
             self.assertEqual(len(tree), 6)  # two children, four grandchildren
             self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-            self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())),
-                            [pid for pid, start in tree.items() if alive(pid, start)])
+            self.assert_dead(tree)
 
     def test_a_catchable_signal_leaves_the_children_to_the_worker(self):
         self.serve()
@@ -2459,7 +2462,7 @@ class ProcessTreeTest(FiletimerTestCase):
         with mock.patch.object(filetimer, "_children", children):
             self.assertEqual(server._kill_process_tree(handle), 2)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
+        self.assert_dead(tree)
 
     def test_the_walk_waits_until_every_thread_has_stopped(self):
         # A thread still forking when SIGSTOP arrives runs on (state R) until its fork is done; only then is the
@@ -2493,7 +2496,7 @@ class ProcessTreeTest(FiletimerTestCase):
         with mock.patch.object(filetimer, "_read_proc", read_proc), mock.patch.object(filetimer, "_children", children):
             self.assertEqual(server._kill_process_tree(handle), 1)
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        self.assertTrue(wait_for(lambda: not any(alive(pid, start) for pid, start in tree.items())))
+        self.assert_dead(tree)
 
     def test_the_server_and_its_ancestors_are_never_part_of_a_tree(self):
         # The worker is the grandparent of a server process: the server's parent and the server are in the worker's
@@ -2696,33 +2699,33 @@ class ExpiresShapesTest(FiletimerTestCase):
         self.assertEqual((worker.returncode, out.split()), (0, ["released", "unguarded"]), err)
         self.assertNotIn("Traceback", err)
 
-    FORKS = """
-import threading
-keep_open = sys.argv[2] == "keep_open"
-client = filetimer.FileTimerClient(path, keep_open=keep_open, dump_stacks=False)
-stop = False
-def hammer():
-    while not stop:
-        client.acquire("hammer", time.time() + 600)
-        client.release("hammer")
-thread = threading.Thread(target=hammer)
-thread.start()
-hung = 0
-for i in range(100):
-    pid = os.fork()
-    if pid == 0:
-        signal.alarm(3)  # a child stuck on an inherited lock dies of SIGALRM
-        client.acquire("child", time.time() + 600)
-        client.release("child")
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    hung += status != 0
-    if hung == 3:
-        break
-stop = True
-thread.join()
-print(hung, flush=True)
-"""
+    FORKS = textwrap.dedent("""
+        import threading
+        keep_open = sys.argv[2] == "keep_open"
+        client = filetimer.FileTimerClient(path, keep_open=keep_open, dump_stacks=False)
+        stop = False
+        def hammer():
+            while not stop:
+                client.acquire("hammer", time.time() + 600)
+                client.release("hammer")
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        hung = 0
+        for i in range(100):
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(3)  # a child stuck on an inherited lock dies of SIGALRM
+                client.acquire("child", time.time() + 600)
+                client.release("child")
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            hung += status != 0
+            if hung == 3:
+                break
+        stop = True
+        thread.join()
+        print(hung, flush=True)
+    """)
 
     def test_forks_under_a_hammering_thread_leave_no_child_hung(self):
         # 100 forks with each kind of client; on a client without fork safety most children hang.
@@ -2875,7 +2878,7 @@ class CommandLineTest(FiletimerTestCase):
                 step = int(script.stdout.readline())
                 start_time = filetimer._process_start_time(step)
                 self.assertEqual(script.wait(SLACK), 143)  # the trap ran: at the deadline, not after the step
-                self.assertTrue(wait_for(lambda s=step, t=start_time: not alive(s, t)))
+                self.assert_dead({step: start_time})
 
     def test_a_hung_guarded_shell_script_is_killed(self):
         self.serve()
@@ -2939,7 +2942,7 @@ class CommandLineTest(FiletimerTestCase):
         start_time = filetimer._process_start_time(child)
         self.assertEqual(recipe.wait(SLACK), 128 + signal.SIGKILL)  # the recipe fails: make stops
         self.assertEqual(self.event_names(), ["watchdog started", "timer expired", "kill worker process"])
-        self.assertTrue(wait_for(lambda: not alive(child, start_time)))
+        self.assert_dead({child: start_time})
 
     def test_run_without_a_server_or_with_bad_arguments_does_not_run_the_command(self):
         marker = os.path.join(self.dir, "ran")
