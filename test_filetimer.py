@@ -91,18 +91,20 @@ def kill_group(pgid):
             os.killpg(pgid, signal.SIGKILL)
 
 
-def cli(*args, real=False, **kwargs):
+def cli(*args, real=None, **kwargs):
     """``python -m filetimer ARGS`` as a CompletedProcess (text stdout and stderr).
 
-    In this process (filetimer.main) where that is safe and the test asks no real process (``real``, or a
-    child's ``env``/``stdin``): ``status``, ``--help``/``--version``, ``acquire`` naming its ``--pid``, and
-    ``serve`` invocations that must be refused. Otherwise, and always for ``run`` (it execs), a child.
+    In this process (filetimer.main) where that is safe, unless the test asks for a real process (``real``, or a
+    child's ``env``/``stdin``): ``status``, ``--help``/``--version``, ``acquire`` naming its ``--pid``, ``serve``
+    invocations that must be refused, and (``real=False``) invocations refused before anything is sent or run.
+    Guards fail the test rather than let a command in this process serve, exec, or send for a process it did
+    not name. Otherwise a child.
     """
     command = next((a for a in args if not a.startswith("-")), None)
-    in_process = not (real or kwargs) and (
+    in_process = not (real or kwargs) and (real is False or (
         command == "status" or (command == "acquire" and "--pid" in args)
         or (command in (None, "serve") and args[-1:] in (("--help",), ("--version",)))
-        or (command == "serve" and "--help" not in args))
+        or (command == "serve" and "--help" not in args)))
     if not in_process:
         kwargs.setdefault("timeout", SLACK * 3)
         return subprocess.run([*PYTHON, "-m", "filetimer", *args], env=kwargs.pop("env", ENV),
@@ -111,6 +113,8 @@ def cli(*args, real=False, **kwargs):
 
     class Client(FileTimerClient):  # closed when main returns: no handle of the command is left open
         def __init__(self, *a, **k):
+            if command == "run" or "--pid" not in args:  # it would send for this process or its parent
+                raise AssertionError("filetimer %s would send a request from the test process" % " ".join(args))
             super().__init__(*a, **k)
             made.append(self)
 
@@ -121,8 +125,10 @@ def cli(*args, real=False, **kwargs):
             raise AssertionError("filetimer serve %s would have served in the test process" % " ".join(args))
 
     out, err = io.StringIO(), io.StringIO()
+    exec_refused = AssertionError("filetimer %s would exec in the test process" % " ".join(args))
     with mock.patch.object(filetimer, "FileTimerClient", Client), \
             mock.patch.object(filetimer, "FileTimerServer", RefusedServer), \
+            mock.patch.object(os, "execvp", side_effect=exec_refused), \
             mock.patch.object(logging, "basicConfig"), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             status = filetimer.main(list(args))
@@ -718,7 +724,7 @@ class HealthyWorkerIsSparedTest(FiletimerTestCase):
         # outer level's first deadline, and the worker survives only because of that re-arm.
         server = self.serve()
         worker = self.spawn_worker(
-            "def f(n):\n    with filetimer.expires(after=0.6):\n        time.sleep(0.35)\n        if n:\n"
+            "def f(n):\n    with filetimer.expires(after=0.4):\n        time.sleep(0.25)\n        if n:\n"
             "            f(n - 1)\nf(1)\n"
         )
         self.assertEqual(worker.wait(SLACK), 0)
@@ -1147,7 +1153,7 @@ class HostileLoadTest(FiletimerTestCase):
         floods = [self.spawn([*PYTHON, "-c", FLOOD, self.path, "3"]) for _ in range(2)]
         self.assertTrue(wait_for(lambda: server.rejected_count > 10000))  # the flood is on
         sleeper = self.spawn_sleeper()
-        deadline = time.time() + 0.5
+        deadline = time.time() + 0.3
         server.register_timers([FileTimerRequest(sleeper.pid, "hung", deadline, 9)])
         self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
         self.assertLess(time.time() - deadline, 1.0)  # the target is 50 ms; under the old byte cap it took seconds
@@ -1446,7 +1452,7 @@ class PidReuseTest(FiletimerTestCase):
         # The worker exits on its SIGTERM, inside the kill_after window, and a new process with its pid arms a timer.
         # Staged without root: the server's identity source binds the first process it sees for the pid of `heir`
         # to `worker` (its pidfd), so heir's pid is the one that exits and is then taken by a new process.
-        server = self.serve(kill_after=0.4)
+        server = self.serve(kill_after=0.3)
         worker, heir = self.spawn_sleeper(), self.spawn_sleeper()
         real_attach = filetimer._Worker.attach
         bound = []
@@ -1462,11 +1468,11 @@ class PidReuseTest(FiletimerTestCase):
             server.register_timers([FileTimerRequest(heir.pid, "step", time.time() + 0.1, signal.SIGTERM)])
             self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
             self.assertTrue(wait_for(lambda: not server.timers() and not server._workers))  # forgotten on its exit
-            escalation = self.event_time("kill worker process") + 0.4
+            escalation = self.event_time("kill worker process") + 0.3
             server.register_timers([FileTimerRequest(heir.pid, "new process", time.time() + 600, signal.SIGKILL)])
             self.assertEqual([t.scope_id for t in server.timers()], ["new process"])
         with self.assertRaises(subprocess.TimeoutExpired):  # past the escalation the exited worker had
-            heir.wait(max(0.0, escalation - time.monotonic()) + 0.3)
+            heir.wait(max(0.0, escalation - time.monotonic()) + 0.2)
         self.assertNotIn("escalate worker process", self.event_names())
 
 
@@ -1807,7 +1813,7 @@ class StateFileTest(FiletimerTestCase):
 
     def test_a_release_sent_while_the_server_is_down_reaches_the_next_one(self):
         server, command = self.spawn_server(state_file=self.state)
-        worker = self.spawn_worker("with filetimer.expires(after=0.6):\n    print('armed', flush=True)\n"
+        worker = self.spawn_worker("with filetimer.expires(after=0.4):\n    print('armed', flush=True)\n"
                                    "    sys.stdin.readline()\nprint('released', flush=True)\nsys.stdin.read()\n",
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.assertEqual(worker.stdout.readline().strip(), "armed")
@@ -1820,7 +1826,7 @@ class StateFileTest(FiletimerTestCase):
         self.assertEqual(worker.stdout.readline().strip(), "released")  # at once, without an error
         restarted = self.serve(state_file=self.state)
         self.assertTrue(wait_for(lambda: restarted.timers() == [] and restarted.request_count == 1))
-        time.sleep(max(0.0, armed + 0.8 - time.monotonic()))
+        time.sleep(max(0.0, armed + 0.55 - time.monotonic()))
         self.assertIsNone(worker.poll())
         self.assertEqual(self.saved(), [])
 
@@ -2149,7 +2155,7 @@ class StateFileTest(FiletimerTestCase):
         paths = [os.path.join(self.dir, name) for name in ("a.fifo", "b.fifo")]
         servers = [self.start_cli(path, "--max-interval", "0.1") for path in paths]
         workers = [self.spawn_worker("with filetimer.expires(after=%s):\n    time.sleep(60)\n" % after, path)
-                   for after, path in ((0.6, paths[0]), (600, paths[1]))]
+                   for after, path in ((0.4, paths[0]), (600, paths[1]))]
 
         def saved(path):
             timers = saved_timers(path + ".state", path)
@@ -2211,7 +2217,7 @@ class EscalationTest(FiletimerTestCase):
         self.serve()
         worker = self.spawn_worker(self.IGNORE_TERM)
         self.assertTrue(wait_for(lambda: "kill worker process" in self.event_names()))
-        time.sleep(0.3)
+        time.sleep(0.2)
         self.assertIsNone(worker.poll())
 
     def test_server_survives_reaping_by_default_and_exits_with_exit_on_reap(self):
@@ -2674,8 +2680,8 @@ class ExpiresShapesTest(FiletimerTestCase):
     def test_reset_is_a_progress_watchdog(self):
         server = self.serve()
         progress = self.spawn_worker(
-            "with filetimer.expires(after=0.4) as timer:\n    for _ in range(5):\n        time.sleep(0.1)\n"
-            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.5)\n"
+            "with filetimer.expires(after=0.3) as timer:\n    for _ in range(5):\n        time.sleep(0.075)\n"
+            "        timer.reset()\n    timer.reset(after=30)\n    time.sleep(0.4)\n"
         )
         self.assert_killed("with filetimer.expires(after=60) as timer:\n    timer.reset(after=0.1)\n"
                            "    time.sleep(60)\n")  # side by side with the one that makes progress
@@ -2816,7 +2822,7 @@ class CommandLineTest(FiletimerTestCase):
         }
         for name, args in cases.items():
             with self.subTest(name):
-                result = cli(*args, real=True)  # exit statuses of a real process
+                result = cli(*args, real=name in ("missing directory", "regular file", "live server"))
                 self.assertEqual(result.returncode, 2)
                 self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
                 self.assertNotIn("Traceback", result.stderr)
@@ -2921,8 +2927,8 @@ class CommandLineTest(FiletimerTestCase):
             with self.subTest(name):
                 if "--path" not in args:
                     args = [*args, "--path", self.path]
-                result = subprocess.run([*PYTHON, "-m", "filetimer", *args], env=ENV, capture_output=True,
-                                        text=True, timeout=SLACK)
+                # Refused while parsing: in this process; the others from a real one.
+                result = cli(*args, real=name in ("no such process", "missing FIFO"))
                 self.assertEqual(result.returncode, status, result.stderr)
                 self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
                 self.assertNotIn("Traceback", result.stderr)
@@ -2948,7 +2954,7 @@ class CommandLineTest(FiletimerTestCase):
         marker = os.path.join(self.dir, "ran")
         no_wait = ["--path", self.path, "--connect-timeout", "0"]
         for args, status in ((["--after", "5", *no_wait], 125),  # no server
-                             (["--after", "-1"], 125),
+                             (["--after", "-1"], 125),  # refused while parsing: in this process
                              (["--after", "5", "--unguarded-ok", *no_wait], 0),
                              (["--after", "5", "--unguarded-ok", *no_wait, "--", "/nonexistent"], 127)):
             with self.subTest(args=args):
@@ -2956,13 +2962,13 @@ class CommandLineTest(FiletimerTestCase):
                 lines = 2 if not command else 1
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(marker)
-                result = cli("run", *args, *command)
+                result = cli("run", *args, *command, real="-1" not in args)
                 self.assertEqual(result.returncode, status, result.stderr)
                 self.assertEqual(len(result.stderr.strip().splitlines()), lines, result.stderr)
                 self.assertEqual(os.path.exists(marker), status == 0)
                 if status == 0:
                     self.assertIn("unguarded", result.stderr)
-        self.assertEqual(cli("run", "--after", "5").returncode, 125)  # no command
+        self.assertEqual(cli("run", "--after", "5", real=False).returncode, 125)  # no command
 
     def test_errors_name_their_path_and_exit_codes_are_exact(self):
         regular = os.path.join(self.dir, "regular")
