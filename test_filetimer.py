@@ -1600,7 +1600,7 @@ class SharedMachineTest(FiletimerTestCase):
         self.assertIn("nobody", str(caught.exception))
         with FileTimerClient(self.path, keep_open=True) as client:
             self.assertRaises(PermissionError, client.release, "s")
-        time.sleep(0.2)
+        time.sleep(0.1)
         self.assertEqual((server.request_count, server.rejected_count), (0, 0))
 
     def test_an_unwritable_fifo_is_exit_2_not_no_server(self):
@@ -1673,7 +1673,7 @@ class SharedMachineTest(FiletimerTestCase):
                 with self.owned_by_nobody("fstat"), self.assertRaises(PermissionError) as caught:
                     client.acquire("s", time.time() + 60)
                 self.assertIn(self.path, str(caught.exception))
-        time.sleep(0.2)
+        time.sleep(0.1)
         self.assertEqual((server.request_count, server.rejected_count), (0, 0))
 
     def test_the_server_refuses_a_fifo_or_directory_of_another_user_without_root(self):
@@ -1974,7 +1974,7 @@ class StateFileTest(FiletimerTestCase):
         result = cli("serve", self.path, "--state-file", os.path.join(others, "x.state"))
         self.assertEqual(result.returncode, 2)
         self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-        time.sleep(0.2)
+        time.sleep(0.1)
         self.assertIsNone(sleeper.poll())  # nobody was signalled on the planted file's word
 
     def test_a_state_file_larger_than_the_timers_could_need_is_refused_unread(self):
@@ -2424,14 +2424,14 @@ class ProcessTreeTest(FiletimerTestCase):
         self.serve()
         worker, tree = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n", signal_name="TERM")
         self.assertEqual(worker.wait(SLACK), -signal.SIGTERM)
-        time.sleep(0.2)
+        time.sleep(0.1)
         self.assertEqual([alive(pid, start) for pid, start in tree.items()], [True])
 
     def test_kill_tree_false_kills_the_worker_alone(self):
         self.serve(kill_tree=False)
         worker, tree = self.spawn_tree("child = subprocess.Popen(['sleep', '600'])\n")
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
-        time.sleep(0.2)
+        time.sleep(0.1)
         self.assertEqual([alive(pid, start) for pid, start in tree.items()], [True])
 
     def test_a_tree_that_keeps_forking_during_the_kill_leaves_nothing(self):
