@@ -51,7 +51,7 @@ MUTANTS: List[Mutant] = [
         "and False",
         ["PidReuseTest.test_reused_pid_is_never_signalled_with_pidfd",
          "PidReuseTest.test_reused_pid_is_never_signalled_with_start_time",
-         "PidReuseWithoutRootTest.test_a_request_naming_an_earlier_process_of_the_pid_is_refused"],  # no root needed
+         "PidReuseTest.test_a_request_naming_an_earlier_process_of_the_pid_is_refused"],  # no root needed
     ),
     (
         "fifo-non-fifo-removed",  # _create_fifo would remove a file, directory or symlink instead of refusing
@@ -242,25 +242,25 @@ MUTANTS: List[Mutant] = [
         "dump-to-fd-2",  # the dump would go to whatever file holds fd 2 by the time the worker hangs
         "faulthandler.register(_DUMP_SIGNAL, file=_dump_fd, all_threads=True, chain=False)",
         "faulthandler.register(_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)",
-        ["SmallHostileCasesTest.test_the_dump_goes_to_the_stderr_the_worker_had_when_its_client_was_made"],
+        ["StackDumpTest.test_the_dump_goes_to_the_stderr_the_worker_had_when_its_client_was_made"],
     ),
     (
         "client-lock-not-reentrant",  # a keep_open client used from a signal handler would deadlock
         "        self._lock = threading.RLock()  # guards the above; reentrant for a signal handler that sends",
         "        self._lock = threading.Lock()",
-        ["SmallHostileCasesTest.test_a_keep_open_client_can_send_from_a_signal_handler"],
+        ["ClientTest.test_a_keep_open_client_can_send_from_a_signal_handler"],
     ),
     (
         "unread-fifo-owner-unchecked",  # another user's FIFO with no reader would read as "no server" (exit 3)
         "            if e.errno == errno.ENXIO:  # another user's FIFO is refused, read or not",
         "            if False:",
-        ["SmallHostileCasesTest.test_another_users_fifo_is_exit_2_even_with_no_reader"],
+        ["SharedMachineTest.test_another_users_fifo_is_exit_2_even_with_no_reader"],
     ),
     (
         "status-raw-scope",  # status would crash (exit 2) on a scope it cannot encode
         'scopes = [t.scope_id.encode("utf-8", "backslashreplace").decode("utf-8") for t in timers]',
         "scopes = [t.scope_id for t in timers]",
-        ["SmallHostileCasesTest.test_status_prints_any_scope_and_any_deadline"],
+        ["CommandLineTest.test_status_prints_any_scope_and_any_deadline"],
     ),
     (
         "no-flock-mark",  # clients could not tell a filetimer server: the default client would write and close
@@ -278,13 +278,13 @@ MUTANTS: List[Mutant] = [
         "reap-bypasses-hook",  # a subclass's _reap_worker (torch's extension point) would not be called
         "        sent = self._reap_worker(worker.pid, sig)",
         "        sent = FileTimerServer._reap_worker(self, worker.pid, sig)",
-        ["RunAndHooksTest.test_every_reap_goes_through_reap_worker_which_a_subclass_may_override"],
+        ["TorchApiTest.test_every_reap_goes_through_reap_worker_which_a_subclass_may_override"],
     ),
     (
         "run-unarmed",  # filetimer run would exec the command without arming its timer
         "connect_timeout=args.connect_timeout)._send_request(request)",
         "connect_timeout=args.connect_timeout)",
-        ["RunAndHooksTest.test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree"],
+        ["CommandLineTest.test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree"],
     ),
     (
         "replay-unbound",  # a replayed torch line would bind to whatever process holds its pid after the restart
@@ -297,26 +297,26 @@ MUTANTS: List[Mutant] = [
         "            worker = workers.get(pid)\n            if worker is None or",
         "            stale = timers.pop((pid, scope), None)\n            if stale is not None:\n"
         "                stale[2] = None\n            worker = workers.get(pid)\n            if worker is None or",
-        ["ReviewFindingsTest.test_an_acquire_naming_an_earlier_process_leaves_the_live_timers_armed"],
+        ["PidReuseTest.test_an_acquire_naming_an_earlier_process_leaves_the_live_timers_armed"],
     ),
     (
         "reap-unisolated",  # one failing reap would lose the other expiries of its pass
         "            except Exception:\n                _log.exception(\"reaping pid %d failed\", pid)",
         "            except ZeroDivisionError:\n                raise",
-        ["ReviewFindingsTest.test_a_reap_that_raises_does_not_cost_the_other_reaps_of_the_pass"],
+        ["WatchdogKeepsGoingTest.test_a_reap_that_raises_does_not_cost_the_other_reaps_of_the_pass"],
     ),
     (
         "no-restore-grace",  # a restored timer would fire before the release its worker sent during the restart
         "            entry[0] = max(entry[0], settle)",
         "            pass",
-        ["ReviewFindingsTest.test_a_release_kept_during_a_restart_beats_the_restored_timer"],
+        ["StateFileTest.test_a_release_kept_during_a_restart_beats_the_restored_timer"],
     ),
     (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
         "old = timers.pop((pid, scope), None)",
         "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
         ["StateFileTest.test_the_file_is_private_and_follows_the_timers_at_once",  # released, sleeper alive
-         "WatchdogTest.test_worker_that_finishes_in_time_is_not_killed"],
+         "HealthyWorkerIsSparedTest.test_worker_that_finishes_in_time_is_not_killed"],
     ),
     (
         "client-owner-check",  # FileTimerClient would write into a FIFO of another user
@@ -360,7 +360,7 @@ MUTANTS: List[Mutant] = [
         "from-json-pipe-buf",  # from_json would accept a line of PIPE_BUF bytes plus its newline (not atomic)
         "if len(data) >= PIPE_BUF:",
         "if len(data) > PIPE_BUF:",
-        ["RequestTest.test_a_line_is_at_most_pipe_buf_bytes_with_its_newline"],
+        ["WireFormatTest.test_a_line_is_at_most_pipe_buf_bytes_with_its_newline"],
     ),
     (
         "cli-signal-names",  # acquire --signal would take SIG_DFL, SIG_BLOCK or SIGRTMIN as a signal
@@ -390,20 +390,20 @@ MUTANTS: List[Mutant] = [
         "cli-no-start-time",  # acquire/release from a shell would not bind the timer to the process's identity
         "FileTimerRequest(pid, args.scope, expiration_time, sig, start_time)",
         "FileTimerRequest(pid, args.scope, expiration_time, sig)",
-        ["ShellTest.test_acquire_binds_the_timer_to_the_process_start_time"],
+        ["PidReuseTest.test_acquire_binds_the_timer_to_the_process_start_time"],
     ),
     (
         "client-pid-once",  # a forked child would send its requests under its parent's pid
         "if pid != os.getpid():  # first request, or a forked child",
         "if not pid:",
-        ["ForkSafetyTest.test_a_forked_child_is_killed_for_its_own_hang_not_its_parent",
-         "ForkSafetyTest.test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly"],
+        ["ExpiresShapesTest.test_a_forked_child_is_killed_for_its_own_hang_not_its_parent",
+         "ExpiresShapesTest.test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly"],
     ),
     (
         "compaction-no-heapify",  # the compacted heap would keep insertion order: a short timer behind a long one
         "            heapq.heapify(self._heap)\n            heapq.heapify(self._quiet)\n",
         "            pass\n",
-        ["WatchdogTest.test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted"],
+        ["HungWorkerIsKilledTest.test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted"],
     ),
     (
         "escalation-at-once",  # kill_after would give a signalled worker no clean-up window at all
@@ -415,13 +415,13 @@ MUTANTS: List[Mutant] = [
         "wait-ignores-deadlines",  # the watchdog would sleep until the heartbeat, not until the nearest deadline
         "                    deadline = min(deadline, heap[0][0])",
         "                    pass",
-        ["WatchdogTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
+        ["HungWorkerIsKilledTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
     ),
     (
         "wait-ignores-scheduled",  # the kill after a stack dump (or an escalation) would wait for the heartbeat
         "deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))",
         "pass",
-        ["WatchdogTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
+        ["HungWorkerIsKilledTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
     ),
     (
         "task-scope-per-loop",  # every task on an event loop would share one default scope
@@ -451,13 +451,13 @@ MUTANTS: List[Mutant] = [
         "forget-keeps-scheduled",  # an exited worker's pending escalation would SIGKILL the next owner of its pid
         "        self._drop_timers(worker)\n        self._scheduled.pop(worker.pid, None)\n        if self._workers",
         "        self._drop_timers(worker)\n        if self._workers",
-        ["EscalationTest.test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid"],
+        ["PidReuseTest.test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid"],
     ),
     (
         "send-signal-identity",  # without a pidfd, a worker whose pid has a new owner would be signalled
         "        if not alive:\n            raise ProcessLookupError",
         "        if False:\n            raise ProcessLookupError",
-        ["PidReuseWithoutRootTest.test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time"],
+        ["PidReuseTest.test_a_worker_whose_pid_was_reused_is_never_signalled_with_start_time"],
     ),
     (
         "server-fifo-owner-check",  # the server would replace a stale FIFO of another user
@@ -479,6 +479,38 @@ MUTANTS: List[Mutant] = [
         "if False:\n                raise",
         ["SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server",
          "SharedMachineTest.test_an_unwritable_fifo_is_exit_2_not_no_server_without_root"],
+    ),
+    (
+        "proc-scan-fallback-blind",  # without /proc/<pid>/task/<tid>/children the walk would find no children
+        "            elif entry.isdigit() and _proc_stat(int(entry))[0] == pid:",
+        "            elif False:",
+        ["ProcessTreeTest.test_without_children_files_the_walk_scans_proc_and_still_takes_the_whole_tree"],
+    ),
+    (
+        "watchdog-dies",  # one pass that raised would end the watchdog thread: no hung worker killed after it
+        "            except Exception:  # never let the watchdog die",
+        "            except ZeroDivisionError:",
+        ["WatchdogKeepsGoingTest.test_a_pass_that_raises_is_logged_and_the_watchdog_carries_on"],
+    ),
+    (
+        "watch-no-reuse",  # a worker bound by its pidfd alone would refuse its later requests that name a start time
+        "            if request.start_time is None or worker.start_time in (None, request.start_time):\n"
+        "                return worker",
+        "            if request.start_time is None or worker.start_time in (None, request.start_time):\n"
+        "                return None",
+        ["PidReuseTest.test_a_worker_bound_by_its_pidfd_alone_takes_later_timers_that_name_its_start_time"],
+    ),
+    (
+        "watch-keeps-exited",  # an exited worker's timers would stay armed, to fire at the new owner of its pid
+        "            self._forget_worker(worker)  # the pid now belongs to the process the request names",
+        "            pass",
+        ["PidReuseTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
+    ),
+    (
+        "watch-refuses-new-owner",  # the new owner of a watched pid could arm no timer while the old record stays
+        "            self._forget_worker(worker)  # the pid now belongs to the process the request names",
+        "            return None",
+        ["PidReuseTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
     ),
 ]
 
