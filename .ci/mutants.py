@@ -32,14 +32,14 @@ Mutant = Tuple[str, str, str, List[str]]
 # (name, old snippet in filetimer.py, replacement, tests that must catch it)
 MUTANTS: List[Mutant] = [
     (
-        "signal-pid-guard",  # FileTimerServer._signal would signal pid <= 1 and its own process
-        "if pid <= 1 or (pid == os.getpid() and not self._exit_on_reap):",
-        "if False:",
+        "signal-pid-guard",  # _Reaper.signal would signal pid <= 1 and its own process
+        'if pid <= 1 or (pid == os.getpid() and not self.exit_on_reap):',
+        'if False:',
         ["ForbiddenPidTest.test_signal_refuses_forbidden_pids_itself",
          "ForbiddenPidTest.test_forbidden_pids_never_reach_kill"],
     ),
     (
-        "watch-pid-guard",  # FileTimerServer._watch would accept a timer for pid <= 1
+        "watch-pid-guard",  # _Timers.watch would accept a timer for pid <= 1
         "if pid <= 1:",
         "if False:",
         ["ForbiddenPidTest.test_watch_refuses_forbidden_pids_itself",
@@ -82,29 +82,29 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "journal-skipped",  # lines read from the FIFO would live only in memory until a rewrite
-        'self._journal(b"\\n".join(lines) + b"\\n")  # durable before it is applied',
-        "pass",
+        'self._journal.write(b"\\n".join(lines) + b"\\n")  # durable before it is applied',
+        'pass',
         ["StateFileTest.test_a_crash_right_after_a_read_neither_kills_the_healthy_nor_frees_the_hung",
          "StateFileTest.test_the_file_is_private_and_follows_the_timers_at_once"],
     ),
     (
         "overdue-dropped",  # a restart would drop the timers whose deadline passed while no server ran
-        "        self._apply(batch, time.time(), time.monotonic())\n        batch.clear()",
-        "        self._apply([r for r in batch if not 0 <= r.expiration_time < time.time()], time.time(),\n"
-        "                    time.monotonic())\n        batch.clear()",
+        '        self.timers.apply(batch, time.time(), time.monotonic())\n        batch.clear()',
+        "        self.timers.apply([r for r in batch if not 0 <= r.expiration_time < time.time()], time.time(),\n"
+        "                          time.monotonic())\n        batch.clear()",
         ["StateFileTest.test_timers_that_expired_while_no_server_ran_fire_on_restart"],
     ),
     (
         "schedule-forgotten",  # a dump grace or escalation in progress would not survive a restart
-        "if scheduled is None:\n            return _record(\"drop\", pid=pid)",
-        "if True:\n            return _record(\"drop\", pid=pid)",
+        'if due is None:\n        return _record("drop", pid=pid)',
+        'if True:\n        return _record("drop", pid=pid)',
         ["StateFileTest.test_a_restart_during_the_dump_grace_still_kills",
          "StateFileTest.test_a_restart_before_the_escalation_still_escalates"],
     ),
     (
         "identity-unrecorded",  # a restart would bind a torch worker's timer to whatever process has its pid now
-        "self._records.append(_record(\"identity\", pid=pid, start_time=worker.start_time))",
-        "pass",
+        'self.records.append(_record("identity", pid=pid, start_time=worker.start_time))',
+        'pass',
         ["StateFileTest.test_a_restart_never_binds_a_torch_workers_timer_to_a_new_owner_of_its_pid"],
     ),
     (
@@ -172,8 +172,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "dump-without-handler",  # a worker that exec'd or reset the dump signal would die of it, without its tree
-        "if dump and self._dump_grace > 0 and _catches(pid, dump) and self._signal(worker, dump):",
-        "if dump and self._dump_grace > 0 and self._signal(worker, dump):",
+        'if dump and self.dump_grace > 0 and _catches(worker.pid, dump) and self.signal(worker, dump):',
+        'if dump and self.dump_grace > 0 and self.signal(worker, dump):',
         ["StackDumpTest.test_a_worker_that_cannot_dump_any_more_is_killed_at_once_with_its_tree"],
     ),
     (
@@ -190,27 +190,26 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "quiet-ahead-of-kills",  # report-only expiries would be handled before a kill that is due with them
-        "        quiet = self._quiet\n        for _ in range(_QUIET_EXPIRIES_PER_PASS):",
-        "        quiet = self._quiet\n        for _ in range(10**9):",
+        'self.timers.pop_quiet(now, _QUIET_EXPIRIES_PER_PASS)',
+        'self.timers.pop_quiet(now, 10**9)',
         ["HostileLoadTest.test_report_only_expiries_do_not_delay_a_kill"],
     ),
     (
         "caps-unchecked",  # one writer could arm timers without bound
-        "if old is None and (len(worker.scopes) >= self._max_timers_per_pid or len(timers) >= self._max_timers):",
-        "if False:",
+        'if old is None and (len(timers) >= self.max_per_pid or self.count >= self.max_total):',
+        'if False:',
         ["HostileLoadTest.test_timers_beyond_the_caps_are_refused_and_said_so"],
     ),
     (
         "ignored-unlimited",  # every request naming a process that is gone would be logged
-        "if not self._replaying and self._ignore_log.allow():\n"
-        "                _log.info(\"ignoring a timer for pid %d: the process",
-        "if not self._replaying:\n                _log.info(\"ignoring a timer for pid %d: the process",
+        'if not self.replaying and self._ignore_log.allow():',
+        'if not self.replaying:',
         ["HostileLoadTest.test_requests_for_a_process_that_is_gone_are_logged_a_bounded_number_of_times"],
     ),
     (
         "fd-limit-walk",  # at the fd limit the tree walk would stop reading children, leaving them alive
-        "                if e.errno not in (errno.EMFILE, errno.ENFILE) or not held:",
-        "                if True:",
+        '            if e.errno not in (errno.EMFILE, errno.ENFILE) or not held:',
+        '            if True:',
         ["FdLimitTest.test_a_worker_and_its_150_children_die_under_a_limit_of_64_descriptors"],
     ),
     (
@@ -234,8 +233,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "unread-tree-silent",  # a tree walk that missed processes would say nothing
-        "        if unread:\n            _log.error(",
-        "        if False:\n            _log.error(",
+        '        if self.unread:\n            _log.error(',
+        '        if False:\n            _log.error(',
         ["FdLimitTest.test_a_tree_that_cannot_be_read_whole_says_how_much_it_missed"],
     ),
     (
@@ -276,8 +275,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "reap-bypasses-hook",  # a subclass's _reap_worker (torch's extension point) would not be called
-        "        sent = self._reap_worker(worker.pid, sig)",
-        "        sent = FileTimerServer._reap_worker(self, worker.pid, sig)",
+        '        sent = self.reap_worker(worker.pid, sig)',
+        '        sent = self.signal_worker(worker.pid, sig)',
         ["TorchApiTest.test_every_reap_goes_through_reap_worker_which_a_subclass_may_override"],
     ),
     (
@@ -294,27 +293,30 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "stale-acquire-disarms",  # an acquire naming an earlier process at the pid would disarm the live timer
-        "            worker = workers.get(pid)\n            if worker is None or",
-        "            stale = timers.pop((pid, scope), None)\n            if stale is not None:\n"
-        "                stale[2] = None\n            worker = workers.get(pid)\n            if worker is None or",
+        '            worker = workers.get(request.worker_pid)\n            if worker is None or',
+        "            stale = workers.get(request.worker_pid)\n"
+        "            if stale is not None and request.scope_id in stale.timers:\n"
+        "                stale.timers.pop(request.scope_id).worker = None\n"
+        "                self.count -= 1\n"
+        "            worker = workers.get(request.worker_pid)\n            if worker is None or",
         ["PidReuseTest.test_an_acquire_naming_an_earlier_process_leaves_the_live_timers_armed"],
     ),
     (
         "reap-unisolated",  # one failing reap would lose the other expiries of its pass
-        "            except Exception:\n                _log.exception(\"reaping pid %d failed\", pid)",
-        "            except ZeroDivisionError:\n                raise",
+        '            except Exception:\n                _log.exception("reaping pid %d failed", worker.pid)',
+        '            except ZeroDivisionError:\n                raise',
         ["WatchdogKeepsGoingTest.test_a_reap_that_raises_does_not_cost_the_other_reaps_of_the_pass"],
     ),
     (
         "no-restore-grace",  # a restored timer would fire before the release its worker sent during the restart
-        "            entry[0] = max(entry[0], settle)",
-        "            pass",
+        '            timer.deadline = max(timer.deadline, settle)',
+        '            pass',
         ["StateFileTest.test_a_release_kept_during_a_restart_beats_the_restored_timer"],
     ),
     (
         "release-keeps-timer",  # FileTimerServer._apply: a release would leave the timer armed
-        "old = timers.pop((pid, scope), None)",
-        "old = timers.pop((pid, scope), None) if request.expiration_time >= 0 else None",
+        'old = timers.pop(scope, None)',
+        'old = timers.pop(scope, None) if request.expiration_time >= 0 else None',
         ["StateFileTest.test_the_file_is_private_and_follows_the_timers_at_once",  # released, sleeper alive
          "HealthyWorkerIsSparedTest.test_worker_that_finishes_in_time_is_not_killed"],
     ),
@@ -327,14 +329,14 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "tree-spares-nothing",  # a SIGKILL tree walk would take the server's own process and its ancestors
-        "if pid in seen or pid in spared:",
-        "if pid in seen:",
+        'if pid in self.seen or pid in self.spared:',
+        'if pid in self.seen:',
         ["ProcessTreeTest.test_the_server_and_its_ancestors_are_never_part_of_a_tree"],
     ),
     (
         "tree-one-pass",  # a process forked while the tree was being stopped would escape the kill
-        "while grown:  # until a pass over the stopped tree finds no new process",
-        "for _ in range(1):",
+        '        while grown:',
+        '        for _ in range(1):',
         ["ProcessTreeTest.test_a_child_whose_fork_completes_after_its_parent_was_listed_is_killed",
          "ProcessTreeTest.test_a_tree_that_keeps_forking_during_the_kill_leaves_nothing"],
     ),
@@ -394,33 +396,33 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "client-pid-once",  # a forked child would send its requests under its parent's pid
-        "if pid != os.getpid():  # first request, or a forked child",
-        "if not pid:",
+        'if self._pid != os.getpid():  # first request, or a forked child',
+        'if not self._pid:',
         ["ExpiresShapesTest.test_a_forked_child_is_killed_for_its_own_hang_not_its_parent",
          "ExpiresShapesTest.test_a_child_forked_inside_a_block_on_another_thread_leaves_it_cleanly"],
     ),
     (
         "compaction-no-heapify",  # the compacted heap would keep insertion order: a short timer behind a long one
-        "            heapq.heapify(self._heap)\n            heapq.heapify(self._quiet)\n",
-        "            pass\n",
+        '        heapq.heapify(self.heap)\n        heapq.heapify(self.quiet)\n',
+        '        pass\n',
         ["HungWorkerIsKilledTest.test_a_short_timer_behind_a_long_one_fires_after_the_heap_is_compacted"],
     ),
     (
         "escalation-at-once",  # kill_after would give a signalled worker no clean-up window at all
-        "self._scheduled[worker.pid] = (now + self._kill_after, _SIGKILL,",
-        "self._scheduled[worker.pid] = (now, _SIGKILL,",
+        'self.timers.due[worker.pid] = _Due(now + self.kill_after, _SIGKILL,',
+        'self.timers.due[worker.pid] = _Due(now, _SIGKILL,',
         ["EscalationTest.test_worker_ignoring_sigterm_is_killed_after_the_grace_period"],
     ),
     (
         "wait-ignores-deadlines",  # the watchdog would sleep until the heartbeat, not until the nearest deadline
-        "                    deadline = min(deadline, heap[0][0])",
-        "                    pass",
+        '                deadline = min(deadline, heap[0][0])',
+        '                pass',
         ["HungWorkerIsKilledTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
     ),
     (
         "wait-ignores-scheduled",  # the kill after a stack dump (or an escalation) would wait for the heartbeat
-        "deadline = min(deadline, min(when for when, _, _, _ in self._scheduled.values()))",
-        "pass",
+        'return min(deadline, *(due.when for due in self.due.values())) if self.due else deadline',
+        'return deadline',
         ["HungWorkerIsKilledTest.test_a_hung_worker_is_killed_within_a_second_of_its_deadline"],
     ),
     (
@@ -449,8 +451,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "forget-keeps-scheduled",  # an exited worker's pending escalation would SIGKILL the next owner of its pid
-        "        self._drop_timers(worker)\n        self._scheduled.pop(worker.pid, None)\n        if self._workers",
-        "        self._drop_timers(worker)\n        if self._workers",
+        '        self.disarm(worker)\n        self.due.pop(worker.pid, None)\n        if self.workers',
+        '        self.disarm(worker)\n        if self.workers',
         ["PidReuseTest.test_an_escalation_goes_with_its_exited_worker_and_never_hits_a_reused_pid"],
     ),
     (
@@ -502,13 +504,13 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "watch-keeps-exited",  # an exited worker's timers would stay armed, to fire at the new owner of its pid
-        "            self._forget_worker(worker)  # the pid now belongs to the process the request names",
+        "            self.forget(worker)  # the pid now belongs to the process the request names",
         "            pass",
         ["PidReuseTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
     ),
     (
         "watch-refuses-new-owner",  # the new owner of a watched pid could arm no timer while the old record stays
-        "            self._forget_worker(worker)  # the pid now belongs to the process the request names",
+        "            self.forget(worker)  # the pid now belongs to the process the request names",
         "            return None",
         ["PidReuseTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
     ),
