@@ -239,7 +239,7 @@ def read_all(stream, first):
         first[:] = first or [time.time()]
 
 
-def per_call_us(call, runs, count, between=None):
+def per_call_us(call, runs, count, between=lambda: None):
     """(median over runs of the median µs of ``call()``, calls that raised); ``between`` runs untimed."""
     medians, errors = [], 0
     for _ in range(runs):
@@ -251,15 +251,14 @@ def per_call_us(call, runs, count, between=None):
             except Exception:
                 errors += 1
             samples.append(time.perf_counter_ns() - started)
-            if between:
-                between()
+            between()
         medians.append(statistics.median(samples) / 1000)
     return statistics.median(medians), errors
 
 
 # --- processes, /proc, statistics ----------------------------------------------------------------
 def sleeper():
-    """A worker that sleeps; its timers are written for it here, as torch's tests do it."""
+    """A worker that sleeps; its timers are written for it here (importing torch would take it seconds)."""
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 
 
@@ -273,7 +272,7 @@ def end(process, status=None):
 
 
 def processes():
-    """{(pid, start time)} of the live processes (zombies excluded) with their parent's pid, from /proc."""
+    """{(pid, start time): parent's pid} of the live processes (zombies excluded), from /proc."""
     found = {}
     for name in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError, IndexError), open("/proc/%s/stat" % name, "rb") as f:
@@ -381,17 +380,21 @@ class Bench:
     def kills(self, server, deadlines, patience=5):
         """ms from each deadline to the death of a sleeper with that timer, and to the kill event; misses."""
         workers, dead, sent, ended, gave_up = [sleeper() for _ in deadlines], [], [], {}, threading.Event()
-        time.sleep(0.3)  # until they sleep
-        armed = [self.write(wire(w.pid, "hung", at)) and time.time() < at - 0.002 for w, at in zip(workers, deadlines)]
-        # Waited for in turn (exact when each dies before the next deadline); after ``patience`` s, killed here.
-        timer = threading.Timer(max(deadlines) - time.time() + patience, lambda: gave_up.set() or [
-            os.kill(w.pid, signal.SIGKILL) for w in workers if w.pid not in ended])
-        timer.start()
-        for worker in workers:
-            status = os.waitpid(worker.pid, 0)[1]
-            ended[worker.pid] = (None if gave_up.is_set() else time.time(), status)
-            end(worker, status)
-        timer.cancel()
+        try:
+            time.sleep(0.3)  # until they sleep
+            armed = [self.write(wire(w.pid, "w", at)) and time.time() < at - 0.002 for w, at in zip(workers, deadlines)]
+            # Waited for in turn (exact when each dies before the next deadline); after ``patience`` s, killed here.
+            timer = threading.Timer(max(deadlines) - time.time() + patience, lambda: gave_up.set() or [
+                os.kill(w.pid, signal.SIGKILL) for w in workers if w.pid not in ended])
+            timer.start()
+            for worker in workers:
+                status = os.waitpid(worker.pid, 0)[1]
+                ended[worker.pid] = (None if gave_up.is_set() else time.time(), status)
+                end(worker, status)
+            timer.cancel()
+        finally:
+            for worker in workers:
+                end(worker)
         kills = {pid: when for when, name, pid in server.ask("events") if name == "kill worker process"}
         for worker, deadline, in_time in zip(workers, deadlines, armed):
             died, status = ended[worker.pid]
@@ -457,8 +460,7 @@ class Bench:
         """Deadlines at seeded random phases of max_interval 0.1 and 10, the same for both implementations."""
         latencies, misses = [], 0
         for _ in range(self.n(5, 12)):  # the floor: SIGKILL sent here -> waitpid of an idle sleeper
-            worker = sleeper()
-            time.sleep(0.1)
+            worker, _ = sleeper(), time.sleep(0.1)
             started = time.perf_counter()
             os.kill(worker.pid, signal.SIGKILL)
             end(worker, os.waitpid(worker.pid, 0)[1])
@@ -527,7 +529,8 @@ class Bench:
                     finally:
                         end(worker)
                         for pid, _ in tree & processes().keys():  # ours only: whatever the server spared
-                            os.kill(pid, signal.SIGKILL)
+                            with contextlib.suppress(ProcessLookupError):  # gone since
+                                os.kill(pid, signal.SIGKILL)
             r[impl] = {"after": median(after), "after_max": maximum(after), "dead": median(dead), "left": left}
         self.row("tree kill, 111 descendants: all dead after the worker", "ms", r, "after", at_most=50)
         self.row("  same, max", "ms", r, "after_max")
@@ -584,8 +587,7 @@ class Bench:
 
     def expires(self):
         for depth in (1, 50):
-            r = {impl: run(impl, expires_us, impl, depth, self.runs, 20000 if impl == "ours" else 200)
-                 for impl in self.impls}
+            r = {i: run(i, expires_us, i, depth, self.runs, 20000 if i == "ours" else 200) for i in self.impls}
             self.row("expires() bookkeeping, stack depth %d" % depth, "µs", r, "us", at_most=3)
 
     def restart(self, timers=10000):
@@ -621,7 +623,7 @@ class Bench:
         with Server("ours", self.path, 10.0, max_timers_per_pid=200000) as server:
             for _ in range(runs):
                 with self.sleeping() as pid:
-                    expiry_at = time.time() + 3
+                    expiry_at = time.time() + 4
                     self.register(server, pid, "q%d", 100000, expiry_at, 0)
                     quiet.append(self.kills(server, [expiry_at + 0.001]))
         quiet = {"dead": [v for r in quiet for v in r["dead"]], "misses": sum(r["misses"] for r in quiet)}
