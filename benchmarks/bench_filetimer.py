@@ -1,1054 +1,223 @@
 #!/usr/bin/env python3
 """Measure filetimer against the SPEC's performance targets, side by side with torch.
 
-    python benchmarks/bench_filetimer.py            # every row; about 2.5 minutes with torch on 2 cores
-    python benchmarks/bench_filetimer.py --quick    # fewer runs and smaller loads, under a minute
-    python benchmarks/bench_filetimer.py --json     # one JSON object per figure
-    python benchmarks/bench_filetimer.py --only pair,dump   # some sections (see --help)
+    python benchmarks/bench_filetimer.py                 # every row; about 5 minutes with torch on 2 cores
+    python benchmarks/bench_filetimer.py --quick         # fewer runs, smaller loads, no 1,000,000 timers
+    python benchmarks/bench_filetimer.py --only pair,expiry --no-torch --json
+    python benchmarks/bench_filetimer.py --module DIR    # the filetimer.py in DIR (before/after comparisons)
 
-Where torch imports (``pip install torch==2.13.0`` into a throwaway venv and run
-this script with that venv's python), the rows torch can do are also measured
-with torch's FileTimerServer/FileTimerClient; rows it cannot do (``keep_open``,
-``reset()``, stack dumps, ...) show "-". Every figure is the median of several
-runs unless it says max. Linux only (it reads /proc).
-
-Servers run in their own processes, forked (with the ingest writers) from one
-process per implementation that imported it once: torch takes seconds to
-import. So a server's RSS counts only the library pages it touched.
-
-Expiry: deadlines fall at random phases of the server's ``max_interval`` (the
-same seeded phases for filetimer and torch); the latency runs from each
-worker's deadline to its parent's ``waitpid`` returning. The "server's share"
-rows stop at the server's "kill worker process" event instead; the rest is
-the kernel ending the worker and waking its parent. --quick spreads the
-phases of the 10 s interval over 2 s only.
-
-Rows that start with "floor:" measure, in the same run, what the machine
-costs without filetimer's code: the same system calls with ready-made lines,
-or SIGKILL -> waitpid of the same worker sent by this script. What lies above
-a floor is filetimer's; a target below its floor is out of this machine's reach.
-
-The last row times a fixed pure-Python loop: on a busy or slower machine every
-figure grows with it.
+Run it with a python that has torch==2.13.0 for torch's column; Linux only; filetimer's public API only.
+The VM swings 2x minute to minute, so each target is judged within the run: against a "floor" row (the
+same system calls with ready-made lines, or SIGKILL -> waitpid sent here) or against the other mode.
 """
 
 import argparse
-import array
-import fcntl
+import contextlib
+import functools
 import importlib.util
 import json
 import logging
+import multiprocessing
 import os
 import random
 import re
+import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 import timeit
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import filetimer  # noqa: E402
-
-ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONWARNINGS="ignore")
-# Children import filetimer from its bytecode cache, as users' workers do: compiling it in each worker
-# costs tens of milliseconds and leaves a bigger process, slower to end (about 0.3 ms of every expiry).
-ENV.pop("PYTHONDONTWRITEBYTECODE", None)
 FAR = 600  # seconds: a deadline that never comes during a benchmark
-
-# A server in a child process, answering "count", "events" and "stop" on stdin.
-# argv: impl path max_interval options (JSON keyword arguments for filetimer's server).
-# Both servers' log_event callbacks record when each event happened ("events"
-# returns and forgets them). torch's server SIGKILLs its own process after
-# every reap; this one skips that last step (and only that), so one server
-# serves many expiry runs.
-SERVER = r"""
-import json, os, sys, threading, time
-impl, path, max_interval, options = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
-events = []
-
-def log_event(name, request):
-    events.append((time.time(), name, request.worker_pid if request is not None else None))
-
-if impl == "torch":
-    from torch.distributed.elastic.timer import FileTimerServer
-
-    class KeepServing(FileTimerServer):
-        def _reap_worker(self, worker_pid, signal):
-            return True if worker_pid == os.getpid() else super()._reap_worker(worker_pid, signal)
-
-    server = KeepServing(path, "bench", max_interval=max_interval, log_event=log_event)
-    count, timers = (lambda: server._request_count), (lambda: len(server._timers))
-else:
-    import filetimer
-    server = filetimer.FileTimerServer(path, max_interval=max_interval, log_event=log_event, **options)
-    count, timers = (lambda: server.request_count), (lambda: len(server.timers()))
-server.start()
-print("ready", flush=True)
-for line in sys.stdin:
-    command = line.strip()
-    if command == "stop":
-        started = time.perf_counter()
-        server.stop()
-        print(json.dumps({"stop": time.perf_counter() - started, "threads": threading.active_count()}), flush=True)
-        break
-    if command == "events":
-        taken, events[:] = events[:], []
-        print(json.dumps({"events": taken}), flush=True)
-    else:
-        print(json.dumps({"count": count(), "timers": timers()}), flush=True)
-"""
-
-# A writer process: argv impl path pairs start_at keep_open; acquire/release pairs on 10 scopes.
-WRITER = r"""
-import json, sys, time
-impl, path, pairs, start_at, keep_open = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-if impl == "torch":
-    from torch.distributed.elastic.timer import FileTimerClient
-    client = FileTimerClient(path)
-elif keep_open.startswith("bare"):  # the floor: os calls with ready-made lines, no client
-    import os, filetimer
-
-    class Bare:
-        def __init__(self):
-            self.reopen = keep_open == "bare-reopen"  # open, fstat, write, close per request
-            self.fd = None if self.reopen else os.open(path, os.O_WRONLY)
-            self.lines = {}
-
-        def acquire(self, scope, deadline):
-            self.write(scope, deadline, 9)
-
-        def release(self, scope):
-            self.write(scope, -1, 0)
-
-        def write(self, scope, deadline, sig):
-            line = self.lines.get((scope, sig))
-            if line is None:
-                line = self.lines[scope, sig] = filetimer._wire_line(
-                    filetimer.FileTimerRequest(os.getpid(), scope, deadline, sig))
-            if not self.reopen:
-                os.write(self.fd, line)
-                return
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            os.fstat(fd)
-            try:
-                os.write(fd, line)
-            except BlockingIOError:  # a full pipe: wait for room, as the client does
-                os.set_blocking(fd, True)
-                os.write(fd, line)
-            os.close(fd)
-
-    client = Bare()
-else:
-    from filetimer import FileTimerClient
-    client = FileTimerClient(path, keep_open={"1": True, "0": False}.get(keep_open))  # "auto": the default
-sent = errors = 0
-kinds = set()
-while time.time() < start_at:
-    pass
-cpu = time.process_time()
-for i in range(pairs):
-    for call, args in ((client.acquire, ("s%d" % (i % 10), time.time() + 600)), (client.release, ("s%d" % (i % 10),))):
-        try:
-            call(*args)
-            sent += 1
-        except Exception as e:
-            errors += 1
-            kinds.add(type(e).__name__)
-cpu = time.process_time() - cpu
-print(json.dumps({"sent": sent, "errors": errors, "kinds": sorted(kinds), "cpu": cpu}), flush=True)
-"""
-
-# A filetimer worker: it starts ``threads`` threads, all blocked (to be dumped),
-# says "ready", reads a wall-clock deadline on stdin, arms its own timer for it,
-# prints when it did, and hangs. argv: path dump_stacks threads.
-HUNG_WORKER = r"""
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")  # the workers'; load_filetimer puts the module on PYTHONPATH
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)  # workers import filetimer from its cache, as users' workers do
+filetimer = None  # the module under test (load_filetimer)
+# A filetimer worker that arms its timer (argv: path, deadline), says when it did, and hangs with 20 more
+# threads blocked: at its deadline the server has it dump their stacks, then kills it.
+DUMP_WORKER = r"""
 import sys, threading, time
 import filetimer
-path, dump_stacks, threads = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
-never = threading.Event()
-for i in range(threads):
-    threading.Thread(target=never.wait, name="blocked-%d" % i, daemon=True).start()
-client = filetimer.FileTimerClient(path, dump_stacks=dump_stacks)
-print("ready", flush=True)
-deadline = float(sys.stdin.readline())
-client.acquire("hung", deadline)
+for i in range(20):
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+filetimer.FileTimerClient(sys.argv[1]).acquire("hung", float(sys.argv[2]))
 print(time.time(), flush=True)
 time.sleep(600)
 """
+# A worker with 111 descendants: 51 `sleep 600`, and 10 chains of 6 processes (sh -> ... -> sleep).
+TREE_WORKER = 'for i in $(seq 51); do sleep 600 & done; for i in $(seq 10); do sh -c "$1" "$1" 6 & done; wait'
+CHAIN = 'if [ "$1" -le 1 ]; then exec sleep 600; fi; sh -c "$0" "$0" $(($1 - 1)) & wait'
 
 
-def hung_worker(path, dump_stacks, threads=0, **popen_options):
-    """A HUNG_WORKER that has said "ready"; ``arm(worker, deadline)`` sets it off."""
-    worker = subprocess.Popen([sys.executable, "-c", HUNG_WORKER, path, "1" if dump_stacks else "0", str(threads)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, text=True, **popen_options)
-    if worker.stdout.readline().strip() != "ready":
-        raise RuntimeError("a worker did not start")
-    return worker
+def load_filetimer(directory):
+    global filetimer
+    if directory:
+        sys.path.insert(0, directory)
+        ENV["PYTHONPATH"] = directory + os.pathsep + os.environ.get("PYTHONPATH", "")
+    filetimer = importlib.import_module("filetimer")
 
 
-def arm(worker, deadline):
-    worker.stdin.write(repr(deadline) + "\n")
-    worker.stdin.flush()
+def timer_module(impl):
+    if impl == "ours":
+        return filetimer
+    from torch.distributed.elastic import timer
+    logging.getLogger("torch.distributed.elastic.timer.file_based_local_timer").setLevel(logging.CRITICAL)
+    return timer
 
 
-def armed_in_time(worker, deadline):
-    """Whether the worker armed its timer before its deadline (else its latency means nothing)."""
-    return float(worker.stdout.readline() or "inf") <= deadline - 0.002
+def wire(pid, scope, expiration, sig=9):
+    """One request line (torch's server reads the same keys)."""
+    return (filetimer.FileTimerRequest(pid, scope, expiration, sig).to_json() + "\n").encode()
 
 
-def close_pipes(worker):
-    for pipe in (worker.stdin, worker.stdout, worker.stderr):
-        if pipe is not None:
-            pipe.close()
+class Child(contextlib.AbstractContextManager):
+    """``func(conn, *args)`` in a process forked from here, or for torch from a fork server that imported it."""
 
-
-# A worker with 111 descendants: 51 children `sleep 600`, and 10 chains of 6
-# processes each (sh -> sh -> sh -> sh -> sh -> sleep). argv[1]: the chain script.
-TREE_WORKER = 'for i in $(seq 51); do sleep 600 & done; for i in $(seq 10); do sh "$1" 6 & done; wait'
-CHAIN = 'if [ "$1" -le 1 ]; then exec sleep 600; fi\nsh "$0" $(($1 - 1)) &\nwait\n'
-TREE_SIZE = 111
-
-
-# A process that imports one implementation once, then forks ready-made
-# children that run SERVER or WRITER: torch takes seconds to import, and a pass
-# starts a dozen servers and writers. It reads (code, argv) messages on a
-# SOCK_SEQPACKET socket (argv[1]), with the child's stdin and stdout as file
-# descriptors attached, and answers with the child's pid. Children are reaped
-# by the kernel (SIGCHLD ignored); their stderr is the spawner's (a log file).
-SPAWNER = r"""
-import array, json, os, signal, socket, sys, traceback
-if sys.argv[1] == "torch":
-    import torch.distributed.elastic.timer
-else:
-    import filetimer
-control = socket.socket(fileno=int(sys.argv[2]))
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-while True:
-    fds = array.array("i")
-    message, ancillary, _, _ = control.recvmsg(1 << 16, socket.CMSG_SPACE(2 * fds.itemsize))
-    if not message:
-        break
-    for _, _, data in ancillary:
-        fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    code, argv = json.loads(message)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            control.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.dup2(fds[0], 0)
-            os.dup2(fds[1], 1)
-            for fd in fds:
-                os.close(fd)
-            sys.stdin, sys.stdout, sys.argv = open(0), open(1, "w"), ["-c", *argv]
-            exec(compile(code, "<bench child>", "exec"), {"__name__": "__main__"})
-            sys.stdout.flush()
-            status = 0
-        except SystemExit as e:
-            status = e.code if isinstance(e.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(status)
-    for fd in fds:
-        os.close(fd)
-    control.sendall(str(pid).encode())
-"""
-
-
-class Spawner:
-    """The SPAWNER process of one implementation; ``spawn(code, argv)`` returns a Child."""
-
-    def __init__(self, impl):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-        self.process = subprocess.Popen([sys.executable, "-c", SPAWNER, impl, str(theirs.fileno())],
-                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stderr=self.log,
-                                        env=ENV)
+    def __init__(self, impl, func, *args):
+        context = multiprocessing.get_context("fork" if impl == "ours" else "forkserver")  # see main()
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=func, args=(theirs, *args), daemon=True)
+        self.process.start()
         theirs.close()
-        self.control = ours
+        self.pid = self.process.pid
 
-    def spawn(self, code, argv):
-        child_in, stdin = os.pipe()
-        stdout, child_out = os.pipe()
-        try:
-            fds = array.array("i", [child_in, child_out])
-            self.control.sendmsg([json.dumps([code, argv]).encode()],
-                                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])
-            pid = int(self.control.recv(64))
-        finally:
-            os.close(child_in)
-            os.close(child_out)
-        return Child(pid, os.fdopen(stdin, "w"), os.fdopen(stdout))
-
-    def log_tail(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-2000:]
-
-    def close(self):
-        self.control.close()  # the spawner reads end-of-file and exits
-        self.process.wait()
-        self.log.close()
-
-
-class Child:
-    """A process forked by a Spawner: not ours to waitpid; gone when its /proc entry is."""
-
-    def __init__(self, pid, stdin, stdout):
-        self.pid, self.stdin, self.stdout = pid, stdin, stdout
-        self.start_time = proc_state(pid)[1] if proc_state(pid) else None
-
-    def running(self):
-        state = proc_state(self.pid)
-        return state is not None and state[1] == self.start_time and state[0] != "Z"
-
-    def kill(self):
-        if self.running():
-            os.kill(self.pid, signal.SIGKILL)
-        while self.running():
-            time.sleep(0.001)
-        self.stdin.close()
-        self.stdout.close()
-
-
-SPAWNERS = {}
-
-
-def spawner(impl):
-    if impl not in SPAWNERS:
-        SPAWNERS[impl] = Spawner(impl)
-    return SPAWNERS[impl]
-
-
-class ServerProcess:
-    """A filetimer or torch server in a child process (forked by the implementation's Spawner)."""
-
-    def __init__(self, impl, path, max_interval=10.0, **options):
-        self.impl, self.path = impl, path
-        self.child = spawner(impl).spawn(SERVER, [impl, path, str(max_interval), json.dumps(options)])
-        if self.child.stdout.readline().strip() != "ready":
-            self.close()
-            raise RuntimeError("%s server did not start:\n%s" % (impl, spawner(impl).log_tail()))
-        self.pid = self.child.pid
-
-    def ask(self, command="count"):
-        self.child.stdin.write(command + "\n")
-        self.child.stdin.flush()
-        return json.loads(self.child.stdout.readline())
-
-    def count(self):
-        return self.ask()["count"]
-
-    def kill_times(self):
-        """{pid: wall-clock time} of the "kill worker process" events since the last call."""
-        return {pid: when for when, name, pid in self.ask("events")["events"] if name == "kill worker process"}
-
-    def wait_for_count(self, target, patience=3.0):
-        """Poll until the server has counted ``target`` requests or stopped making progress.
-
-        Returns the count and the wall-clock time it was last seen to change.
-        """
-        last, last_change = -1, time.time()
-        while True:
-            count = self.count()
-            now = time.time()
-            if count >= target:
-                return count, now
-            if count != last:
-                last, last_change = count, now
-            elif now - last_change > patience:
-                return count, last_change
-            time.sleep(0.01)  # asking more often makes the server's threads fight for the GIL
-
-    def close(self):
-        self.child.kill()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-    def __enter__(self):
-        return self
+    def ask(self, message=None):
+        if message is not None:
+            self.conn.send(message)
+        return self.conn.recv()
 
     def __exit__(self, *exc_info):
-        self.close()
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
 
 
-def sleeper():
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+def run(impl, func, *args):
+    """What ``func(conn, *args)`` sends, run in a child process of ``impl``."""
+    with Child(impl, func, *args) as child:
+        return child.ask()
 
 
-def end(child):
-    if child.poll() is None:
-        child.kill()
-    child.wait()
+def serve(conn, impl, path, max_interval, options):
+    """A server answering "count", "events" and "stop"; torch's spares itself after a reap (its only change)."""
+    events = []
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # its logs
 
-
-def cpu_seconds(pid):
-    """CPU time of all the process's threads, from schedstat (nanoseconds, unlike /proc/<pid>/stat's ticks)."""
-    total = 0
-    for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
-
-
-def wakeups(pid):
-    """Voluntary context switches (sleeps that ended) of the process's threads other than its main thread."""
-    total = 0
-    for tid in os.listdir("/proc/%d/task" % pid):
-        if int(tid) != pid:
-            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-                total += sum(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
-    return total
-
-
-def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def proc_state(pid):
-    """(state letter, start time) of a process from /proc/<pid>/stat, or None if there is none."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0].decode(), int(fields[19])
-
-
-def alive(pid, start_time):
-    """Whether the process that had this start time still runs (a zombie or a reused pid does not count)."""
-    state = proc_state(pid)
-    return state is not None and state[1] == start_time and state[0] != "Z"
-
-
-def descendants(pid):
-    """{pid: start time} of every live descendant of pid, from /proc."""
-    found = {}
-    for child in filetimer._children(pid):
-        state = proc_state(child)
-        if state is not None and state[0] != "Z":
-            found[child] = state[1]
-            found.update(descendants(child))
-    return found
-
-
-def client_module(impl):
+    def log_event(name, request):
+        events.append((time.time(), name, getattr(request, "worker_pid", None)))
     if impl == "torch":
-        from torch.distributed.elastic import timer
-        # Its client logs a traceback for each retry while its server's thread has not opened the FIFO yet.
-        logging.getLogger("torch.distributed.elastic.timer.file_based_local_timer").setLevel(logging.CRITICAL)
-        return timer
-    return filetimer
-
-
-def request_line(impl, pid, scope, expiration, sig=9):
-    return (client_module(impl).FileTimerRequest(pid, scope, expiration, sig).to_json() + "\n").encode()
-
-
-def send(impl, path, pid, scope, expiration, sig=9):
-    """One request on behalf of another process's pid, with the implementation's own client (no stack dump)."""
-    module = client_module(impl)
-    if impl == "torch":
-        module.FileTimerClient(path)._send_request(module.FileTimerRequest(pid, scope, expiration, sig))
+        class KeepServing(timer_module(impl).FileTimerServer):
+            def _reap_worker(self, worker_pid, signal):
+                return worker_pid == os.getpid() or super()._reap_worker(worker_pid, signal)
+        server = KeepServing(path, "bench", max_interval=max_interval, log_event=log_event)
     else:
-        request = module.FileTimerRequest(pid, scope, expiration, sig, filetimer._process_start_time(pid))
-        module.FileTimerClient(path, dump_stacks=False)._send_request(request)
-
-
-def write_lines(path, data):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view[:65536]):]
-    finally:
-        os.close(fd)
-
-
-def random_phases(count, max_interval, gap, seed, window=None):
-    """``count`` offsets in seconds, sorted, no two closer than ``gap``, at random phases of ``max_interval``.
-
-    With a ``window`` (one interval or more), drawn uniformly in it, again
-    until no two are too close; else a random walk whose steps are ``gap``
-    plus a uniform fraction of the interval, for intervals too short to hold
-    them all. The gap keeps one kill from delaying the next.
-    """
-    rng = random.Random(seed)
-    if window is None:
-        offsets, at = [], 0.0
-        for _ in range(count):
-            at += gap + rng.uniform(0, max_interval)
-            offsets.append(at)
-        return offsets
-    for _ in range(10000):
-        offsets = sorted(rng.uniform(0, window) for _ in range(count))
-        if all(b - a >= gap for a, b in zip(offsets, offsets[1:])):
-            return offsets
-    raise ValueError("cannot place %d deadlines %g s apart in %g s" % (count, gap, window))
-
-
-def wait_all(pids, patience):
-    """{pid: (wall-clock time waitpid returned, status)} of children; time None for those that did not end
-    within ``patience`` seconds and were killed here."""
-    ended = {}
-
-    def wait(pid):
-        status = os.waitpid(pid, 0)[1]
-        ended[pid] = (time.time(), status)
-
-    threads = [threading.Thread(target=wait, args=(pid,), daemon=True) for pid in pids]
-    for thread in threads:
-        thread.start()
-    give_up = time.monotonic() + patience
-    for pid, thread in zip(pids, threads):
-        thread.join(max(0.0, give_up - time.monotonic()))
-        if thread.is_alive():  # never killed: end it ourselves, and do not count it
-            os.kill(pid, signal.SIGKILL)
-            thread.join()
-            ended[pid] = (None, ended[pid][1])
-    return ended
-
-
-# --- the rows ----------------------------------------------------------------------
-
-
-def bench_pair(impl, path, runs, pairs, keep_open=None, our_client=False):
-    """Median µs for one acquire+release through the client, server in another process; then reset()."""
-    with ServerProcess(impl, path) as server:
-        if impl == "torch" and not our_client:
-            client = client_module(impl).FileTimerClient(path)
-        else:
-            client = filetimer.FileTimerClient(path, keep_open=keep_open)  # dump_stacks=True, as users have it
-        medians, errors = [], 0
-        for _ in range(runs):
-            samples = []
-            for _ in range(pairs):
-                started = time.perf_counter_ns()
-                try:
-                    client.acquire("pair", time.time() + FAR)
-                    client.release("pair")
-                except Exception:
-                    errors += 1
-                samples.append(time.perf_counter_ns() - started)
-            medians.append(statistics.median(samples) / 1000)
-        result = {"pair_us": statistics.median(medians), "pair_errors": errors, "pair_attempts": runs * pairs}
-        if impl != "torch" or our_client:  # torch's timers have no reset()
-            resets = []
-            with filetimer.expires(FAR, scope="reset", client=client) as timer:
-                for _ in range(runs):
-                    samples = []
-                    for _ in range(pairs):
-                        started = time.perf_counter_ns()
-                        timer.reset()
-                        samples.append(time.perf_counter_ns() - started)
-                    resets.append(statistics.median(samples) / 1000)
-            result["reset_us"] = statistics.median(resets)
-            result["floor_us"] = bare_pair_us(path, runs, pairs, keep_open is not False)
-        client_close = getattr(client, "close", None)
-        if client_close:
-            client_close()
-        server.count()
-    return result
-
-
-def unread(fd):
-    """Bytes in the pipe of ``fd`` that no one has read yet."""
-    count = array.array("i", [0])
-    fcntl.ioctl(fd, termios.FIONREAD, count)
-    return count[0]
-
-
-def bare_pair_us(path, runs, pairs, keep_open):
-    """Median µs for the system calls of one pair alone, with ready-made lines: the floor under the pair.
-
-    keep_open: two os.write on a held fd; else each write between an os.open,
-    the os.fstat the client checks the FIFO with, and an os.close. Between
-    pairs it waits until the server has read the pipe empty, as it has when
-    a client's pair starts (these calls alone would outrun it and fill the pipe).
-    """
-    pid = os.getpid()
-    lines = [filetimer._wire_line(filetimer.FileTimerRequest(pid, "pair", time.time() + FAR, 9, None, 12)),
-             filetimer._wire_line(filetimer.FileTimerRequest(pid, "pair", -1, 0))]
-    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
-    held = os.open(path, flags)
-    medians = []
-    try:
-        for _ in range(runs):
-            samples = []
-            for _ in range(pairs):
-                started = time.perf_counter_ns()
-                for line in lines:
-                    if keep_open:
-                        os.write(held, line)
-                    else:
-                        fd = os.open(path, flags)
-                        os.fstat(fd)
-                        os.write(fd, line)
-                        os.close(fd)
-                samples.append(time.perf_counter_ns() - started)
-                while unread(held):
-                    pass
-            medians.append(statistics.median(samples) / 1000)
-    finally:
-        os.close(held)
-    return statistics.median(medians)
-
-
-def bench_ingest(impl, path, runs, pairs_per_writer, mode="default", writers=4, **options):
-    """Requests/s from 4 writer processes, with requests lost and client errors.
-
-    Also the CPU time per request of the server and of the writers: with 2
-    cores for all five processes, the rate cannot exceed 2 s / (their sum).
-    ``mode``: "default" or "keep_open" (filetimer's client), or the floors of
-    their rates, with ready-made lines and no client: "bare-reopen" (os.open,
-    os.fstat, os.write, os.close per request) and "bare" (os.write alone).
-
-    torch's server counts requests once per max_interval, so it runs at 1 s here.
-    """
-    rates, lost, errors, kinds, crashed, server_cpu, writer_cpu, counted = [], 0, 0, set(), 0, 0.0, 0.0, 0
-    max_interval = 1.0 if impl == "torch" else 10.0
-    with ServerProcess(impl, path, max_interval, **options) as server:
-        for _ in range(runs):
-            base = server.count()
-            cpu = cpu_seconds(server.pid)
-            start_at = time.time() + 0.5
-            children = [spawner(impl).spawn(WRITER, [impl, path, str(pairs_per_writer), str(start_at),
-                                                     {"default": "auto", "closing": "0", "keep_open": "1"}.get(
-                                                         mode, mode)])
-                        for _ in range(writers)]
-            sent = 0
-            server.wait_for_count(base + writers * pairs_per_writer * 2, patience=max_interval + 1.5)
-            for child in children:
-                out = child.stdout.read()
-                child.kill()
-                if not out.strip():
-                    crashed += 1
-                    continue
-                report = json.loads(out)
-                sent += report["sent"]
-                errors += report["errors"]
-                kinds.update(report["kinds"])
-                writer_cpu += report["cpu"]
-            count, done = server.wait_for_count(base + sent, patience=max_interval + 0.5)
-            server_cpu += cpu_seconds(server.pid) - cpu
-            counted += count - base
-            lost += sent - (count - base)
-            rates.append((count - base) / (done - start_at))
-    return {"ingest_rps": statistics.median(rates), "ingest_lost": lost, "ingest_errors": errors,
-            "ingest_error_kinds": sorted(kinds), "ingest_crashed_writers": crashed,
-            "server_cpu_us": server_cpu / max(counted, 1) * 1e6, "writer_cpu_us": writer_cpu / max(counted, 1) * 1e6}
-
-
-def bench_expiry(impl, path, max_interval, groups):
-    """ms from each worker's deadline to its death seen by its parent's waitpid.
-
-    ``groups`` is a list of (server options, dump_stacks, offsets): each gets
-    its own server, all running at once, and a worker per offset whose
-    deadline is that many seconds after a common start (offsets of different
-    groups never coincide, so kills do not queue behind each other). Each
-    group's result also has the ms from the deadline to its server's "kill
-    worker process" event (the log_event callback, called just after the
-    signal was sent): the server's share; the rest is the kernel ending the
-    process and waking its parent. ``misses`` counts workers armed too late
-    to measure, not killed, or killed by another signal than SIGKILL.
-
-    filetimer's workers arm their own timers with FileTimerClient(dump_stacks=...);
-    torch's get theirs sent by this process with torch's client (importing torch in
-    every worker would take seconds).
-    """
-    servers, workers, deadlines, ended, kills = [], [], {}, {}, {}
-    try:
-        for number, (options, dump_stacks, offsets) in enumerate(groups):
-            fifo = "%s.%d" % (path, number)
-            servers.append(ServerProcess(impl, fifo, max_interval, **options))
-            for offset in offsets:
-                worker = sleeper() if impl == "torch" else hung_worker(fifo, dump_stacks)
-                workers.append((number, fifo, offset, worker))
-        start = time.time() + 0.1
-        for _, fifo, offset, worker in workers:
-            deadlines[worker.pid] = start + offset
-            if impl == "torch":
-                send(impl, fifo, worker.pid, "hung", start + offset)
-            else:
-                arm(worker, start + offset)
-        for *_, worker in workers:
-            if impl != "torch" and not armed_in_time(worker, deadlines[worker.pid]):
-                del deadlines[worker.pid]
-        last = max(offset for _, _, offset, _ in workers)
-        ended = wait_all([worker.pid for _, _, _, worker in workers], patience=last + 2 * max_interval + 5)
-        for server in servers:
-            kills.update(server.kill_times())
-    finally:
-        for _, _, _, worker in workers:
-            if worker.pid in ended:
-                worker.returncode = ended[worker.pid][1]
-            else:
-                end(worker)
-            close_pipes(worker)
-        for server in servers:
-            server.close()
-    results = []
-    for number in range(len(groups)):
-        latencies, signalled, misses = [], [], 0
-        for _, _, _, worker in (w for w in workers if w[0] == number):
-            died, status = ended.get(worker.pid, (None, 0))
-            if (worker.pid not in deadlines or died is None
-                    or not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL)):
-                misses += 1
-                continue
-            latencies.append((died - deadlines[worker.pid]) * 1000)
-            if worker.pid in kills:
-                signalled.append((kills[worker.pid] - deadlines[worker.pid]) * 1000)
-        results.append({"median_ms": median(latencies), "max_ms": max(latencies, default=None),
-                        "signal_median_ms": median(signalled), "signal_max_ms": max(signalled, default=None),
-                        "misses": misses})
-    return results
-
-
-def median(values):
-    return statistics.median(values) if values else None
-
-
-def read_all(fd, first, chunks):
-    """Read fd to its end into ``chunks``; put the wall-clock time of the first byte in ``first``."""
+        server = filetimer.FileTimerServer(path, max_interval=max_interval, log_event=log_event, **options)
+    server.start()
+    conn.send("ready")
     while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return
-        if not first:
-            first.append(time.time())
-        chunks.append(chunk)
+        command, started = conn.recv(), time.perf_counter()
+        if command == "stop":
+            server.stop()
+            conn.send({"ms": (time.perf_counter() - started) * 1000, "threads": threading.active_count()})
+        elif command == "events":  # and forget them
+            conn.send([events.pop(0) for _ in range(len(events))])
+        else:
+            conn.send(server._request_count if impl == "torch" else server.request_count)
 
 
-def kill_floor_ms(path, runs, threads=0):
-    """Median ms from SIGKILL to waitpid of an idle HUNG_WORKER killed here, no server: the floor under
-    "deadline -> worker dead" (the kernel ending the worker and waking its parent)."""
-    latencies = []
-    for _ in range(runs):
-        worker = hung_worker(path, False, threads)
-        time.sleep(0.05)
-        started = time.perf_counter()
-        os.kill(worker.pid, signal.SIGKILL)
-        os.waitpid(worker.pid, 0)
-        latencies.append((time.perf_counter() - started) * 1000)
-        worker.returncode = -signal.SIGKILL
-        close_pipes(worker)
-    return statistics.median(latencies)
+class Server(Child):
+    """A filetimer or torch server in a child process (a stale FIFO of a killed one is replaced)."""
+
+    def __init__(self, impl, path, max_interval=10.0, **options):
+        super().__init__(impl, serve, impl, path, max_interval, options)
+        self.ask()
+
+    def wait_for_count(self, target, patience=3.0):
+        """Poll until ``target`` requests are counted or the count stops moving: (count, when it last moved)."""
+        last, moved = -1, time.time()
+        while True:
+            count, now = self.ask("count"), time.time()
+            if count >= target or now - moved > patience:
+                return count, now if count >= target else moved
+            last, moved = count, now if count != last else moved
+            time.sleep(0.01)  # asking more often makes the server's threads fight for the GIL
 
 
-def bench_dump(path, runs, threads=20):
-    """A hung filetimer worker with ``threads`` blocked threads, its stderr a pipe read here.
+def bare_sender(path, keep_open):
+    """The floor under a client: (send(line) with a client's system calls alone, a held descriptor)."""
+    held = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
 
-    ms from the deadline to the first byte of the dump, and to the worker's
-    death (waitpid); how many runs' dumps lacked a thread (main + ``threads``).
-    """
-    first_ms, dead_ms, incomplete, misses = [], [], 0, 0
-    header = re.compile(rb"^(?:Current thread|Thread) 0x[0-9a-f]+", re.MULTILINE)
-    rng = random.Random(5)
-    with ServerProcess("ours", path, 10.0) as server:  # dump_grace and kill_tree at their defaults
-        for _ in range(runs):
-            worker = hung_worker(path, True, threads, stderr=subprocess.PIPE)
-            first, chunks = [], []
-            reader = threading.Thread(target=read_all, args=(worker.stderr.fileno(), first, chunks), daemon=True)
-            reader.start()
-            deadline = time.time() + 0.1 + rng.uniform(0, 0.1)
-            arm(worker, deadline)
-            in_time = armed_in_time(worker, deadline)
-            status = os.waitpid(worker.pid, 0)[1]
-            died = time.time()
-            worker.returncode = status
-            reader.join(5)
-            close_pipes(worker)
-            if not in_time or not first or not os.WIFSIGNALED(status) or os.WTERMSIG(status) != signal.SIGKILL:
-                misses += 1
-                continue
-            first_ms.append((first[0] - deadline) * 1000)
-            dead_ms.append((died - deadline) * 1000)
-            incomplete += len(header.findall(b"".join(chunks))) != threads + 1
-        server.count()
-    return {"dump_first_byte_ms": statistics.median(first_ms) if first_ms else None,
-            "dump_first_byte_max_ms": max(first_ms) if first_ms else None,
-            "dump_dead_ms": statistics.median(dead_ms) if dead_ms else None,
-            "dump_grace_ms": filetimer._DUMP_GRACE * 1000, "dump_incomplete": incomplete, "dump_misses": misses}
+    def reopen_and_write(line):
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.fstat(fd)
+        try:
+            os.write(fd, line)
+        except BlockingIOError:  # a full pipe: wait for room, as a client does
+            os.set_blocking(fd, True)
+            os.write(fd, line)
+        os.close(fd)
+    return (functools.partial(os.write, held) if keep_open else reopen_and_write), held
 
 
-def bench_tree(impl, path, runs, tmp):
-    """A worker with 111 descendants hits its deadline; ms from its death to the last descendant's.
-
-    Also: deadline -> worker dead, and descendants still alive 1 s after the worker died
-    (torch signals the worker alone).
-    """
-    chain = os.path.join(tmp, "chain.sh")
-    with open(chain, "w") as f:
-        f.write(CHAIN)
-    after_worker, worker_ms, left_alive, misses = [], [], 0, 0
-    rng = random.Random(111)
-    with ServerProcess(impl, path, 0.1) as server:
-        for _ in range(runs):
-            worker = subprocess.Popen(["sh", "-c", TREE_WORKER, "tree", chain])
-            tree = {}
-            try:
-                give_up = time.monotonic() + 10
-                while len(tree) < TREE_SIZE and time.monotonic() < give_up:
-                    time.sleep(0.02)
-                    tree = descendants(worker.pid)
-                if len(tree) != TREE_SIZE:
-                    raise RuntimeError("the tree worker has %d descendants, not %d" % (len(tree), TREE_SIZE))
-                deadline = time.time() + 0.05 + rng.uniform(0, 0.1)
-                send(impl, path, worker.pid, "tree", deadline)
-                os.waitpid(worker.pid, 0)
-                died = time.time()
-                worker.returncode = -signal.SIGKILL
-                worker_ms.append((died - deadline) * 1000)
-                remaining = dict(tree)
-                while remaining and time.time() - died < 1:
-                    for pid, start_time in list(remaining.items()):
-                        if not alive(pid, start_time):
-                            del remaining[pid]
-                if remaining:
-                    left_alive += len(remaining)
-                else:
-                    after_worker.append((time.time() - died) * 1000)
-            finally:
-                end(worker)
-                for pid, start_time in tree.items():  # ours only: whatever the server spared
-                    if alive(pid, start_time):
-                        os.kill(pid, signal.SIGKILL)
-        server.count()
-    return {"tree_after_worker_ms": statistics.median(after_worker) if after_worker else None,
-            "tree_after_worker_max_ms": max(after_worker) if after_worker else None,
-            "tree_worker_ms": statistics.median(worker_ms), "tree_left_alive": left_alive, "tree_misses": misses}
+def write_pairs(conn, impl, path, pairs, start_at, mode):
+    """From ``start_at``, ``pairs`` acquire+release on 10 scopes; sends how many it sent, its errors and CPU."""
+    deadline, scopes = time.time() + FAR, ["s%d" % i for i in range(10)]
+    if mode == "bare":  # ready-made lines
+        send = bare_sender(path, True)[0]
+        calls = [(send, (wire(os.getpid(), s, deadline if sig else -1, sig),)) for s in scopes for sig in (9, 0)]
+    else:
+        client = timer_module(impl).FileTimerClient(path, **({"keep_open": True} if mode == "keep" else {}))
+        calls = [call for s in scopes for call in ((client.acquire, (s, deadline)), (client.release, (s,)))]
+    sent = errors = 0
+    while time.time() < start_at:
+        pass
+    cpu = time.process_time()
+    for i in range(2 * pairs):
+        call, args = calls[i % 20]
+        try:
+            call(*args)
+            sent += 1
+        except Exception:
+            errors += 1
+    conn.send({"sent": sent, "errors": errors, "cpu": time.process_time() - cpu})
 
 
-def bench_idle(impl, path, intervals, max_interval=1.0):
-    """Wake-ups per max_interval and CPU of a server holding one far-away timer.
-
-    The window opens just after a wake-up and lasts intervals + 1/2 of
-    max_interval, so a server that wakes once per interval shows exactly 1.
-    """
-    worker = sleeper()
-    try:
-        with ServerProcess(impl, path, max_interval) as server:
-            send(impl, path, worker.pid, "idle", time.time() + 3600)
-            server.wait_for_count(1)
-            time.sleep(max_interval + 0.2)
-            before = wakeups(server.pid)
-            while wakeups(server.pid) == before:
-                time.sleep(0.001)
-            woken, cpu = wakeups(server.pid), cpu_seconds(server.pid)
-            seconds = (intervals + 0.5) * max_interval
-            time.sleep(seconds)
-            return {"idle_wakeups_per_interval": (wakeups(server.pid) - woken) / intervals,
-                    "idle_cpu_ms_per_s": (cpu_seconds(server.pid) - cpu) / seconds * 1000}
-    finally:
-        end(worker)
+def flood(conn, path):
+    """A hostile writer: 4 KB writes of tiny lines ("1") until killed."""
+    fd, block = os.open(path, os.O_WRONLY), b"1\n" * 2048
+    while True:
+        os.write(fd, block)
 
 
-def bench_many(impl, path, timers, seconds, **options):
-    """Register ``timers`` active timers; time it, then CPU per second and RSS at max_interval 0.1."""
-    worker = sleeper()
-    try:
-        with ServerProcess(impl, path, 0.1, **options) as server:
-            data = b"".join(request_line(impl, worker.pid, "t%d" % i, time.time() + 3600) for i in range(timers))
-            base = server.count()
-            started = time.time()
-            write_lines(path, data)
-            count, done = server.wait_for_count(base + timers)
-            registered = done - started
-            cpu = cpu_seconds(server.pid)
-            time.sleep(seconds)
-            cpu_ms_per_s = (cpu_seconds(server.pid) - cpu) / seconds * 1000
-            return {"many_register_s": registered, "many_cpu_ms_per_s": cpu_ms_per_s,
-                    "many_rss_mb": rss_mb(server.pid), "many_registered": count - base}
-    finally:
-        end(worker)
+def client_pairs(conn, client_impl, path, runs, count, keep_open=None, floor=False):
+    """µs per acquire+release through a client (server in another process), its errors, and the floor."""
+    client = timer_module(client_impl).FileTimerClient(path, **({} if keep_open is None else {"keep_open": keep_open}))
+
+    def pair():
+        client.acquire("pair", time.time() + FAR)
+        client.release("pair")
+    result = dict(zip(("pair", "errors"), per_call_us(pair, runs, count)))
+    if floor:  # on a FIFO of its own that this process reads between pairs: no server to wake
+        os.mkfifo(path + ".floor")
+        reader = os.open(path + ".floor", os.O_RDWR | os.O_NONBLOCK)
+        send, held = bare_sender(path + ".floor", keep_open)
+        lines = wire(os.getpid(), "pair", time.time() + FAR), wire(os.getpid(), "pair", -1, 0)
+        drain = functools.partial(os.read, reader, 65536)
+        result["floor"] = per_call_us(lambda: send(lines[0]) + send(lines[1]), runs, count, drain)[0]
+        for fd in (held, reader):
+            os.close(fd)
+        os.unlink(path + ".floor")
+    conn.send(result)
 
 
-def bench_state(path, runs, pairs_per_writer, timers):
-    """The durable state's cost, each figure back to back with and without it.
-
-    Ingest with keep_open writers (runs alternate), 100,000 armed timers (RSS
-    and CPU at max_interval 0.1), and rewrites of the state file meanwhile.
-    """
-    state_file = path + ".state"
-    rates = {"on": [], "off": []}
-    for _ in range(runs):
-        for key, options in (("off", {}), ("on", {"state_file": state_file})):
-            rates[key].append(bench_ingest("ours", path, 1, pairs_per_writer, "keep_open", **options)["ingest_rps"])
-            if os.path.exists(state_file):
-                os.unlink(state_file)
-    figures = {"state_ingest_off_rps": statistics.median(rates["off"]),
-               "state_ingest_on_rps": statistics.median(rates["on"])}
-    figures["state_ingest_ratio"] = figures["state_ingest_on_rps"] / figures["state_ingest_off_rps"]
-    for key, options in (("off", {}), ("on", {"state_file": state_file})):
-        many = bench_many("ours", path, timers, 2, max_timers_per_pid=timers, **options)
-        figures["state_many_%s_rss_mb" % key] = many["many_rss_mb"]
-        figures["state_many_%s_cpu_ms_per_s" % key] = many["many_cpu_ms_per_s"]
-        figures["state_many_%s_register_s" % key] = many["many_register_s"]
-    figures["state_many_rss_ratio"] = figures["state_many_on_rss_mb"] / figures["state_many_off_rss_mb"]
-    figures["state_file_mb"] = os.path.getsize(state_file) / 2**20
-    os.unlink(state_file)
-    return figures
-
-
-def bench_restart(path, runs, timers):
-    """ms from a server's restart to the kill of a worker whose deadline passed while no server ran.
-
-    The crashed server (SIGKILL) had ``timers`` other timers armed; the
-    restarted one replays them from the state file first.
-    """
-    state_file = path + ".state"
-    worker, latencies, misses = sleeper(), [], 0
-    try:
-        for _ in range(runs):
-            server = ServerProcess("ours", path, 10.0, state_file=state_file, dump_grace=0)
-            write_lines(path, b"".join(request_line("ours", worker.pid, "t%d" % i, time.time() + FAR)
-                                       for i in range(timers)))
-            server.wait_for_count(timers)
-            hung = hung_worker(path, dump_stacks=False)
-            deadline = time.time() + 0.1
-            arm(hung, deadline)
-            if not armed_in_time(hung, deadline):
-                misses += 1
-            time.sleep(0.05)
-            server.close()  # SIGKILL: the deadline passes while no server runs
-            time.sleep(0.1)
-            restarted = time.time()
-            server = ServerProcess("ours", path, 10.0, state_file=state_file, dump_grace=0)
-            try:
-                hung.wait(5)
-                latencies.append((time.time() - restarted) * 1000)
-            except subprocess.TimeoutExpired:
-                misses += 1
-                hung.kill()
-                hung.wait()
-            close_pipes(hung)
-            server.close()
-            os.unlink(state_file)
-    finally:
-        end(worker)
-    return {"restart_kill_ms": statistics.median(latencies), "restart_kill_max_ms": max(latencies),
-            "restart_misses": misses}
-
-
-# A hostile writer: 4 KB writes of "1\n" lines until argv[2] seconds have passed.
-FLOOD = r"""
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_WRONLY)
-block, end = b"1\n" * 2048, time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    os.write(fd, block)
-"""
-
-
-def kill_latency_ms(path, deadline_in):
-    """ms from a hung worker's deadline to its death seen here; None if it armed too late or was not killed."""
-    worker = hung_worker(path, dump_stacks=False)
-    try:
-        deadline = time.time() + deadline_in
-        arm(worker, deadline)
-        if not armed_in_time(worker, deadline):
-            return None
-        worker.wait(10)
-        return (time.time() - deadline) * 1000 if worker.returncode == -signal.SIGKILL else None
-    except subprocess.TimeoutExpired:
-        return None
-    finally:
-        end(worker)
-        close_pipes(worker)
-
-
-def bench_hostile(path, runs):
-    """Kill latency under a flood of tiny lines from 2 writers, and behind 100,000 report-only expiries."""
-    flooded, quiet, misses = [], [], 0
-    with ServerProcess("ours", path, 10.0, dump_grace=0):
-        floods = [subprocess.Popen([sys.executable, "-c", FLOOD, path, str(runs * 0.6 + 1)], env=ENV)
-                  for _ in range(2)]
-        time.sleep(0.2)
-        for _ in range(runs):
-            flooded.append(kill_latency_ms(path, 0.3))
-        for flood in floods:
-            end(flood)
-    with ServerProcess("ours", path, 10.0, dump_grace=0, max_timers_per_pid=200000) as server:
-        for _ in range(runs):
-            silent = sleeper()
-            base = server.count()
-            expiry = time.time() + 2.5
-            write_lines(path, b"".join(request_line("ours", silent.pid, "q%d" % i, expiry, 0) for i in range(100000)))
-            server.wait_for_count(base + 100000)
-            quiet.append(kill_latency_ms(path, expiry + 0.001 - time.time()))
-            end(silent)
-    misses = flooded.count(None) + quiet.count(None)
-    flooded, quiet = [v for v in flooded if v is not None], [v for v in quiet if v is not None]
-    return {"flood_kill_ms": median(flooded), "flood_kill_max_ms": max(flooded, default=None),
-            "quiet_kill_ms": median(quiet), "quiet_kill_max_ms": max(quiet, default=None), "hostile_misses": misses}
-
-
-def bench_churn(impl, path, requests):
-    """Server RSS before and after ``requests`` acquire/release on 10 scopes."""
-    worker = sleeper()
-    try:
-        with ServerProcess(impl, path) as server:
-            pair = [request_line(impl, worker.pid, "c%d" % s, time.time() + 3600) + request_line(impl, worker.pid,
-                    "c%d" % s, -1, 0) for s in range(10)]
-            block = b"".join(pair) * 500  # 10,000 requests
-            write_lines(path, block)
-            server.wait_for_count(len(pair) * 1000)
-            before = rss_mb(server.pid)
-            for _ in range(requests // 10000):
-                write_lines(path, block)
-            server.wait_for_count(10000 + requests)
-            return {"churn_rss_before_mb": before, "churn_rss_after_mb": rss_mb(server.pid)}
-    finally:
-        end(worker)
-
-
-def bench_stop(impl, path, runs, max_interval):
-    """ms for stop() with no client ever connected, and whether a thread was left behind."""
-    times, leaked = [], 0
-    for _ in range(runs):
-        with ServerProcess(impl, path, max_interval) as server:
-            time.sleep(0.05)
-            report = server.ask("stop")
-            times.append(report["stop"] * 1000)
-            leaked += report["threads"] > 1
-    return {"stop_ms": statistics.median(times), "stop_threads_left": leaked}
-
-
-class _NullClient:
-    """A client that does no I/O, so only the bookkeeping of expires() is timed; it counts its calls."""
-
-    def __init__(self):
-        self.acquired = self.released = 0
-
-    def acquire(self, scope_id, expiration_time):
-        self.acquired += 1
-
-    def release(self, scope_id):
-        self.released += 1
-
-
-def bench_expires(impl, depth, runs, uses, in_thread=False):
-    """µs per ``with expires(...)`` with the default scope, client I/O excluded, at a stack depth.
-
-    For filetimer it also checks the bookkeeping: one acquire and one release
-    per use, and no timer left on the thread's nesting stacks.
-    """
-    expires = client_module(impl).expires
-    client = _NullClient()
-    results = []
+def expires_us(conn, impl, depth, runs, uses):
+    """µs per ``with expires(...)`` with the default scope at a stack depth, client I/O excluded."""
+    expires, calls = timer_module(impl).expires, []
+    client = types.SimpleNamespace(acquire=lambda scope, at: calls.append(1), release=lambda scope: calls.append(-1))
 
     def at_depth(n):
         if n > 1:
@@ -1058,352 +227,473 @@ def bench_expires(impl, depth, runs, uses, in_thread=False):
             with expires(after=60, client=client):
                 pass
         return (time.perf_counter() - started) / uses * 1e6
-
-    def measure_runs():
-        results.extend(at_depth(depth) for _ in range(runs))
-        if impl != "torch" and (client.acquired != client.released or filetimer._nesting.innermost):
-            raise AssertionError("expires() left timers behind: %d acquired, %d released, stacks %r"
-                                 % (client.acquired, client.released, filetimer._nesting.innermost))
-
-    if in_thread:
-        thread = threading.Thread(target=measure_runs)
-        thread.start()
-        thread.join()
-    else:
-        measure_runs()
-    if len(results) != runs:
-        raise RuntimeError("expires() benchmark failed")
-    return statistics.median(results)
+    results = [at_depth(depth) for _ in range(runs)]
+    if len(calls) != 2 * runs * uses or sum(calls):
+        raise RuntimeError("expires() made %d calls, %d more acquires than releases" % (len(calls), sum(calls)))
+    conn.send({"us": statistics.median(results)})
 
 
-def machine_loop_us():
-    """A fixed pure-Python loop, to tell a slow or busy machine from a slow filetimer."""
-    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+def read_all(stream, first):
+    """Read ``stream`` to its end; the time of its first byte into ``first``."""
+    for _ in iter(functools.partial(stream.read1, 65536), b""):
+        first[:] = first or [time.time()]
 
 
-# --- the table ------------------------------------------------------------------------
+def per_call_us(call, runs, count, between=lambda: None):
+    """(median over runs of the median µs of ``call()``, calls that raised); ``between`` runs untimed."""
+    medians, errors = [], 0
+    for _ in range(runs):
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter_ns()
+            try:
+                call()
+            except Exception:
+                errors += 1
+            samples.append(time.perf_counter_ns() - started)
+            between()
+        medians.append(statistics.median(samples) / 1000)
+    return statistics.median(medians), errors
 
 
-def at_most(limit):
-    return lambda v, figures: v <= limit
+# --- processes, /proc, statistics ----------------------------------------------------------------
+def sleeper():
+    """A worker that sleeps; its timers are written for it here (importing torch would take it seconds)."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 
 
-def at_least(limit):
-    return lambda v, figures: v >= limit
+def end(process, status=None):
+    """Kill a subprocess unless it ended (``status``: what a waitpid here returned), and reap it."""
+    if status is not None:
+        process.returncode = status
+    elif process.poll() is None:
+        process.kill()
+    process.wait()
 
 
-def none(v, figures):
-    return v == 0
+def processes():
+    """{(pid, start time): parent's pid} of the live processes (zombies excluded), from /proc."""
+    found = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError), open("/proc/%s/stat" % name, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+            found.update({(int(name), int(fields[19])): int(fields[1])} if fields[0] != b"Z" else {})
+    return found
 
 
-def half_pair(pair_key):
-    return lambda v, figures: v <= figures[pair_key] / 2
+def descendants(pid):
+    """{(pid, start time)} of the live descendants of ``pid``."""
+    live, found, todo = processes(), set(), [pid]
+    while todo:
+        children = {child for child, parent in live.items() if parent == todo[-1]}
+        found, todo = found | children, todo[:-1] + [child for child, _ in children]
+    return found
 
 
-def within_grace(v, figures):
-    return v <= figures["dump_grace_ms"] + 5
+def proc(pid):
+    """CPU seconds of all the process's threads, wake-ups (sleeps that ended) of all but its main one, RSS (MB)."""
+    cpu = wakeups = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+            cpu += int(f.read().split()[0]) / 1e9  # ns, unlike /proc/<pid>/stat's ticks
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            status = f.read()
+        wakeups += int(re.search(r"\nvoluntary_ctxt_switches:\s*(\d+)", status).group(1)) if int(tid) != pid else 0
+    return {"cpu": cpu, "wakeups": wakeups, "rss": int(re.search(r"VmRSS:\s*(\d+)", status).group(1)) / 1024}
 
 
-# (key, label, unit, target as text, check(value, all figures) or None)
-ROWS = [
-    ("pair_default_us", "acquire+release pair, default client (server in another process)", "µs", "-", None),
-    ("pair_default_ratio", "  default / keep_open=True, same run", "", "<= 1.2", at_most(1.2)),
-    ("pair_keep_open_us", "acquire+release pair, keep_open=True", "µs", "<= 3 x floor",
-     lambda v, figures: v <= 3 * figures["pair_keep_open_floor_us"]),
-    ("pair_keep_open_floor_us", "  floor: its two os.write calls alone", "µs", "-", None),
-    ("pair_ours_on_torch_us", "acquire+release pair, filetimer's default client, torch's server", "µs", "-", None),
-    ("pair_closing_us", "acquire+release pair, keep_open=False (write and close, for torch's server)", "µs",
-     "<= 1.6 x floor", lambda v, figures: v <= 1.6 * figures["pair_closing_floor_us"]),
-    ("pair_closing_floor_us", "  floor: its system calls alone (open, fstat, write, close; twice)", "µs", "-",
-     None),
-    ("pair_errors", "  pair errors (both clients)", "", "0", none),
-    ("reset_default_us", "reset() of an armed timer, default client", "µs", "<= pair/2", half_pair("pair_default_us")),
-    ("reset_keep_open_us", "reset() of an armed timer, keep_open=True", "µs", "<= pair/2",
-     half_pair("pair_keep_open_us")),
-    ("ingest_default_rps", "ingest, 4 writer processes, default client", "req/s", "-", None),
-    ("ingest_default_ratio", "  default / keep_open=True, same run", "", ">= 0.9", at_least(0.9)),
-    ("ingest_closing_rps", "ingest, 4 writer processes, keep_open=False", "req/s", "-", None),
-    ("ingest_default_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
-    ("ingest_default_server_cpu_us", "  server's CPU per request", "µs", "-", None),
-    ("ingest_bare_reopen_rps", "  floor: 4 writers of bare open, fstat, write, close; ready-made lines", "req/s", "-",
-     None),
-    ("ingest_bare_reopen_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
-    ("ingest_bare_reopen_server_cpu_us", "  server's CPU per request", "µs", "-", None),
-    ("ingest_keep_open_rps", "ingest, 4 writer processes, keep_open=True", "req/s", ">= 150000", at_least(150000)),
-    ("ingest_keep_open_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
-    ("ingest_keep_open_server_cpu_us", "  server's CPU per request", "µs", "-", None),
-    ("ingest_bare_rps", "  floor: 4 writers of bare os.write, ready-made lines", "req/s", "-", None),
-    ("ingest_bare_writer_cpu_us", "  writers' CPU per request", "µs", "-", None),
-    ("ingest_bare_server_cpu_us", "  server's CPU per request", "µs", "-", None),
-    ("ingest_lost", "  requests lost (sent - counted), all writers", "", "0", none),
-    ("ingest_errors", "  client errors", "", "0", none),
-    ("ingest_crashed_writers", "  writers crashed", "", "0", none),
-    ("expiry_0.1_median_ms", "expiry at a random phase, max_interval 0.1, worker can't dump: median", "ms", "<= 2",
-     at_most(2)),
-    ("expiry_0.1_max_ms", "  same, max", "ms", "<= 10", at_most(10)),
-    ("expiry_0.1_signal_median_ms", "  server's share (deadline -> kill sent): median", "ms", "-", None),
-    ("expiry_0.1_signal_max_ms", "  server's share: max", "ms", "-", None),
-    ("expiry_10_median_ms", "expiry at a random phase, max_interval 10, worker can't dump: median", "ms", "<= 2",
-     at_most(2)),
-    ("expiry_10_max_ms", "  same, max", "ms", "<= 10", at_most(10)),
-    ("expiry_10_signal_median_ms", "  server's share (deadline -> kill sent): median", "ms", "-", None),
-    ("expiry_10_signal_max_ms", "  server's share: max", "ms", "-", None),
-    ("expiry_nodump_0.1_median_ms", "expiry at a random phase, max_interval 0.1, dump_grace=0: median", "ms", "<= 2",
-     at_most(2)),
-    ("expiry_nodump_0.1_max_ms", "  same, max", "ms", "<= 10", at_most(10)),
-    ("expiry_nodump_0.1_signal_median_ms", "  server's share (deadline -> kill sent): median", "ms", "-", None),
-    ("expiry_nodump_0.1_signal_max_ms", "  server's share: max", "ms", "-", None),
-    ("expiry_nodump_10_median_ms", "expiry at a random phase, max_interval 10, dump_grace=0: median", "ms", "<= 2",
-     at_most(2)),
-    ("expiry_nodump_10_max_ms", "  same, max", "ms", "<= 10", at_most(10)),
-    ("expiry_nodump_10_signal_median_ms", "  server's share (deadline -> kill sent): median", "ms", "-", None),
-    ("expiry_nodump_10_signal_max_ms", "  server's share: max", "ms", "-", None),
-    ("expiry_misses", "  workers armed late, spared or killed by another signal", "", "0", none),
-    ("expiry_floor_ms", "  floor: SIGKILL -> waitpid of such a worker, sent here, no server", "ms", "-", None),
-    ("dump_first_byte_ms", "stack dump: deadline -> first byte on the worker's stderr", "ms", "<= 5", at_most(5)),
-    ("dump_first_byte_max_ms", "  same, max", "ms", "-", None),
-    ("dump_dead_ms", "stack dump: deadline -> worker dead (dump_grace 100 ms)", "ms", "<= grace+5", within_grace),
-    ("dump_floor_ms", "  floor: SIGKILL -> waitpid of such a worker (21 threads), sent here", "ms", "-", None),
-    ("dump_incomplete", "  dumps missing one of the 21 threads (20 + main)", "", "0", none),
-    ("dump_misses", "  runs without a dump or a SIGKILL", "", "0", none),
-    ("tree_after_worker_ms", "tree kill, 111 descendants: all dead after the worker", "ms", "<= 50", at_most(50)),
-    ("tree_after_worker_max_ms", "  same, max", "ms", "-", None),
-    ("tree_left_alive", "  descendants alive 1 s after the worker (all runs)", "", "0", none),
-    ("tree_misses", "  runs that could not be measured", "", "0", none),
-    ("tree_worker_ms", "  deadline -> worker dead, worker with 111 descendants", "ms", "-", None),
-    ("tree_off_worker_ms", "deadline -> worker dead, no children, kill_tree=False", "ms", "-", None),
-    ("tree_on_worker_ms", "deadline -> worker dead, no children, kill_tree=True", "ms", "-", None),
-    ("tree_off_signal_ms", "  server's share (deadline -> kill sent), kill_tree=False", "ms", "-", None),
-    ("tree_on_signal_ms", "  server's share (deadline -> kill sent), kill_tree=True", "ms", "-", None),
-    ("idle_wakeups_per_interval", "idle, one timer: wake-ups per max_interval", "", "<= 1", at_most(1)),
-    ("idle_cpu_ms_per_s", "idle, one timer: CPU", "ms/s", "-", None),
-    ("many_register_s", "100,000 active timers: time to register", "s", "<= 0.5", at_most(0.5)),
-    ("many_cpu_ms_per_s", "100,000 active timers: CPU at max_interval 0.1", "ms/s", "<= 2", at_most(2)),
-    ("many_rss_mb", "100,000 active timers: server RSS", "MB", "-", None),
-    ("state_ingest_off_rps", "durable state: ingest, keep_open, --no-state", "req/s", "-", None),
-    ("state_ingest_on_rps", "durable state: ingest, keep_open, with a state file", "req/s", "-", None),
-    ("state_ingest_ratio", "  with / without, same run", "", ">= 0.8", at_least(0.8)),
-    ("state_many_off_rss_mb", "durable state: 100,000 timers, server RSS without", "MB", "-", None),
-    ("state_many_on_rss_mb", "durable state: 100,000 timers, server RSS with", "MB", "-", None),
-    ("state_many_rss_ratio", "  with / without", "", "<= 2", at_most(2)),
-    ("state_many_on_cpu_ms_per_s", "durable state: 100,000 timers, CPU at max_interval 0.1, with", "ms/s", "<= 2",
-     at_most(2)),
-    ("state_many_on_register_s", "  time to register them, with (without: next row)", "s", "-", None),
-    ("state_many_off_register_s", "  time to register them, without", "s", "-", None),
-    ("state_file_mb", "  state file size after registering them", "MB", "-", None),
-    ("restart_kill_ms", "crash + restart, 10,000 armed timers: restart -> overdue worker dead", "ms", "<= 50",
-     at_most(50)),
-    ("restart_kill_max_ms", "  same, max", "ms", "-", None),
-    ("restart_misses", "  runs whose worker was not killed, or armed late", "", "0", none),
-    ("flood_kill_ms", "kill under a flood of tiny lines from 2 writers: deadline -> dead, median", "ms", "<= 50",
-     at_most(50)),
-    ("flood_kill_max_ms", "  same, max", "ms", "-", None),
-    ("quiet_kill_ms", "kill 1 ms behind 100,000 report-only expiries: deadline -> dead, median", "ms", "<= 50",
-     at_most(50)),
-    ("quiet_kill_max_ms", "  same, max", "ms", "-", None),
-    ("hostile_misses", "  runs whose worker armed late or was not killed", "", "0", none),
-    ("million_register_s", "1,000,000 active timers: time to register", "s", "-", None),
-    ("million_rss_mb", "1,000,000 active timers: server RSS", "MB", "<= 300", at_most(300)),
-    ("million_cpu_ms_per_s", "1,000,000 active timers: CPU at max_interval 0.1", "ms/s", "-", None),
-    ("churn_rss_before_mb", "1,000,000 acquire/release, 10 scopes: RSS before", "MB", "-", None),
-    ("churn_rss_growth_mb", "1,000,000 acquire/release, 10 scopes: RSS growth", "MB", "flat (< 2)",
-     lambda v, figures: v < 2),
-    ("stop_ms", "stop(), no client ever connected", "ms", "<= 50", at_most(50)),
-    ("stop_threads_left", "  runs that left a thread behind", "", "0", none),
-    ("expires_depth_1_us", "expires() bookkeeping, stack depth 1", "µs", "<= 3", at_most(3)),
-    ("expires_depth_50_us", "expires() bookkeeping, stack depth 50", "µs", "<= 3", at_most(3)),
-    ("expires_thread_us", "expires() bookkeeping, depth 1, in a non-main thread", "µs", "<= 3", at_most(3)),
-    ("machine_loop_us", "reference: sum(range(1000)) here and now, best of 5 (machine speed)", "µs", "-", None),
-]
-
-SECTIONS = ("pair", "ingest", "expiry", "dump", "tree", "idle", "many", "state", "restart", "hostile", "million",
-            "churn", "stop", "expires")
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
-def measure(impl, quick, sections, log):
-    """Every figure for one implementation, as a flat dict (rows torch cannot do are left out)."""
-    tmp = tempfile.mkdtemp(prefix="filetimer-bench-")
-    path = os.path.join(tmp, "bench.fifo")
-    runs = 3 if quick else 5
-    ours = impl == "ours"
-    figures = {}
+def maximum(values):
+    return max((v for v in values if v is not None), default=None)
 
-    def section(name):
-        if name in sections:
-            log("%s: %s" % (impl, name))
-            return True
-        return False
 
-    try:
-        figures["machine_loop_us"] = machine_loop_us()
-        if section("pair"):
-            pairs = 2000 if quick else (10000 if ours else 5000)
-            result = bench_pair(impl, path, runs, pairs)
-            figures["pair_default_us"], figures["pair_errors"] = result["pair_us"], result["pair_errors"]
-            if not ours:  # filetimer's default client with torch's server: it must write and close
-                figures["pair_ours_on_torch_us"] = bench_pair(impl, path, runs, pairs, our_client=True)["pair_us"]
-            if ours:
-                figures["reset_default_us"] = result["reset_us"]
-                result = bench_pair(impl, path, runs, pairs, keep_open=True)
-                figures["pair_keep_open_us"], figures["reset_keep_open_us"] = result["pair_us"], result["reset_us"]
-                figures["pair_keep_open_floor_us"] = result["floor_us"]
-                figures["pair_errors"] += result["pair_errors"]
-                figures["pair_default_ratio"] = figures["pair_default_us"] / figures["pair_keep_open_us"]
-                result = bench_pair(impl, path, runs, pairs, keep_open=False)
-                figures["pair_closing_us"], figures["pair_closing_floor_us"] = result["pair_us"], result["floor_us"]
-                figures["pair_errors"] += result["pair_errors"]
-        if section("ingest"):
-            for mode in ("default", "closing", "bare-reopen", "keep_open", "bare") if ours else ("default",):
-                result = bench_ingest(impl, path, 1 if quick or not ours else 3, 5000 if quick or not ours else 12500,
-                                      mode)
-                mode = mode.replace("-", "_")
-                figures["ingest_%s_rps" % mode] = result["ingest_rps"]
-                figures["ingest_%s_server_cpu_us" % mode] = result["server_cpu_us"]
-                figures["ingest_%s_writer_cpu_us" % mode] = result["writer_cpu_us"]
-                for key in ("ingest_lost", "ingest_errors", "ingest_crashed_writers"):
-                    figures[key] = figures.get(key, 0) + result[key]
-            if ours:
-                figures["ingest_default_ratio"] = figures["ingest_default_rps"] / figures["ingest_keep_open_rps"]
-        if section("expiry"):
-            figures["expiry_misses"] = 0
-            for max_interval in (0.1, 10):
-                # Seeded phases, the same for both implementations: filetimer's two variants take every
-                # other one, torch the first variant's. --quick: phases of 10 s spread over 2 s only.
-                window = None if max_interval < 1 else 2.0 if quick else max_interval
-                offsets = random_phases(12 if quick else 40, max_interval, 0.02, int(max_interval * 10), window)
-                variants = [("expiry", {}, False, offsets[0::2])]
-                if ours:
-                    variants.append(("expiry_nodump", {"dump_grace": 0}, True, offsets[1::2]))
-                results = bench_expiry(impl, path, max_interval, [variant[1:] for variant in variants])
-                for (name, _, _, _), result in zip(variants, results):
-                    for figure in ("median_ms", "max_ms", "signal_median_ms", "signal_max_ms"):
-                        figures["%s_%s_%s" % (name, max_interval, figure)] = result[figure]
-                    figures["expiry_misses"] += result["misses"]
-            if ours:
-                figures["expiry_floor_ms"] = kill_floor_ms(path, 5 if quick else 12)
-        if ours and section("dump"):
-            figures.update(bench_dump(path, 3 if quick else 7))
-            figures["dump_floor_ms"] = kill_floor_ms(path, 5 if quick else 12, threads=20)
-        if section("tree"):
-            result = bench_tree(impl, path, 2 if quick else (5 if ours else 1), tmp)
-            figures.update(result)
-            if ours:
-                offsets = random_phases(12 if quick else 24, 0.1, 0.02, seed=7)
-                results = bench_expiry(impl, path, 10, [({"kill_tree": False}, False, offsets[0::2]),
-                                                        ({"kill_tree": True}, False, offsets[1::2])])
-                for kill_tree, result in zip(("off", "on"), results):
-                    figures["tree_%s_worker_ms" % kill_tree] = result["median_ms"]
-                    figures["tree_%s_signal_ms" % kill_tree] = result["signal_median_ms"]
-                    figures["tree_misses"] += result["misses"]
-        if section("idle"):
-            figures.update(bench_idle(impl, path, 2 if quick or not ours else 4))
-        if section("many"):
-            figures.update(bench_many(impl, path, 100000, 1 if quick or not ours else 3,
-                                      **({"max_timers_per_pid": 100000} if ours else {})))
-        if ours and section("state"):
-            figures.update(bench_state(path, 1 if quick else 3, 5000 if quick else 12500, 100000))
-        if ours and section("hostile"):
-            figures.update(bench_hostile(path, 3 if quick else 7))
-        if ours and section("million"):
-            million = bench_many(impl, path, 1000000, 2, max_timers_per_pid=1000000)
-            figures.update({key.replace("many_", "million_"): value for key, value in million.items()})
-        if ours and section("restart"):
-            figures.update(bench_restart(path, 3 if quick else 7, 10000))
-        if section("churn"):
-            churn = bench_churn(impl, path, 100000 if quick else 1000000)
-            figures["churn_rss_before_mb"] = churn["churn_rss_before_mb"]
-            figures["churn_rss_growth_mb"] = churn["churn_rss_after_mb"] - churn["churn_rss_before_mb"]
-        if section("stop"):
-            figures.update(bench_stop(impl, path, runs if ours else 2, 10.0 if ours else 1.0))
-        if section("expires"):
-            uses = 20000 if ours else 200
-            for depth in (1, 50):
-                figures["expires_depth_%d_us" % depth] = bench_expires(impl, depth, runs, uses)
-            figures["expires_thread_us"] = bench_expires(impl, 1, runs, uses, in_thread=True)
-    finally:
-        if impl in SPAWNERS:
-            SPAWNERS.pop(impl).close()
-        if os.path.exists(path):
-            os.unlink(path)
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
-    return figures
+# --- the benchmark: a method per row group, and the measurements they share ----------------------
+class Bench:
+    def __init__(self, quick, torch):
+        self.quick, self.impls, self.rows, self.heading = quick, ["ours", "torch"] if torch else ["ours"], [], ""
+        self.runs, self.tmp = 3 if quick else 5, tempfile.mkdtemp(prefix="filetimer-bench-")
+        self.path = os.path.join(self.tmp, "bench.fifo")
+
+    def n(self, quick, full):
+        return quick if self.quick else full
+
+    def row(self, label, unit, value, field=None, at_most=None, at_least=None, note=""):
+        """A row of ``value`` (filetimer's), or {impl: {field: value}}; a target limits filetimer's value."""
+        ours, torch = (value, None) if field is None else ((value.get(i) or {}).get(field) for i in ("ours", "torch"))
+        limit, sign = (at_most, "<=") if at_most is not None else (at_least, ">=")
+        met = None if limit is None else ours is not None and (ours <= limit if sign == "<=" else ours >= limit)
+        self.heading = self.heading if label.startswith(" ") else label
+        self.rows.append({"figure": label if label == self.heading else self.heading + " |" + label[1:], "unit": unit,
+                          "label": label, "ours": ours, "torch": torch, "met": met,
+                          "ours_over_torch": ours / torch if torch and ours is not None else None,
+                          "target": "-" if limit is None else "0" if limit == 0 else sign + " " + fmt(limit) + note})
+
+    @contextlib.contextmanager
+    def sleeping(self):
+        """The pid of a sleeper that lives until the block ends (it holds timers that never expire)."""
+        process = sleeper()
+        try:
+            yield process.pid
+        finally:
+            end(process)
+
+    def write(self, data):
+        """Write ``data`` to the FIFO, waiting up to 5 s for a reader."""
+        for _ in range(500):
+            with contextlib.suppress(OSError), open(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK), "wb") as f:
+                os.set_blocking(f.fileno(), True)
+                return f.write(data)
+            time.sleep(0.01)
+        raise RuntimeError("no server reads " + self.path)
+
+    def register(self, server, pid, scope, count, expiration, sig=9):
+        """(requests counted, s until they were) of ``count`` ready-made requests written at once."""
+        data, base = b"".join(wire(pid, scope % i, expiration, sig) for i in range(count)), server.ask("count")
+        started = time.time()
+        self.write(data)
+        counted, done = server.wait_for_count(base + count)
+        return counted - base, done - started
+
+    def ingest(self, impl, mode, runs, pairs, **options):
+        """Requests/s from 4 writer processes, requests lost, errors, CPU per request (torch's at max_interval 1)."""
+        max_interval = 1.0 if impl == "torch" else 10.0
+        r = {"rates": [], "sent": 0, "errors": 0, "cpu": 0.0, "server": 0.0, "n": 0}
+        with Server(impl, self.path, max_interval, **options) as server:
+            for _ in range(runs):
+                base, cpu, start_at, sent = server.ask("count"), proc(server.pid)["cpu"], time.time() + 0.5, r["sent"]
+                writers = [Child(impl, write_pairs, impl, self.path, pairs, start_at, mode) for _ in range(4)]
+                server.wait_for_count(base + 4 * pairs * 2, patience=max_interval + 1.5)
+                for writer in writers:
+                    with writer:
+                        r.update((key, r[key] + value) for key, value in writer.ask().items())
+                count, done = server.wait_for_count(base + r["sent"] - sent, patience=max_interval + 0.5)
+                r["server"], r["n"] = r["server"] + proc(server.pid)["cpu"] - cpu, r["n"] + count - base
+                r["rates"].append((count - base) / (done - start_at))
+        n = max(r["n"], 1)
+        return dict(r, rps=median(r["rates"]), lost=r["sent"] - r["n"], server_us=r["server"] / n * 1e6,
+                    writer_us=r["cpu"] / n * 1e6)
+
+    def kills(self, server, deadlines, patience=5):
+        """ms from each deadline to the death of a sleeper with that timer, and to the kill event; misses."""
+        workers, dead, sent, ended, gave_up = [sleeper() for _ in deadlines], [], [], {}, threading.Event()
+        try:
+            time.sleep(0.3)  # until they sleep
+            armed = [self.write(wire(w.pid, "w", at)) and time.time() < at - 0.002 for w, at in zip(workers, deadlines)]
+            # Waited for in turn (exact when each dies before the next deadline); after ``patience`` s, killed here.
+            timer = threading.Timer(max(deadlines) - time.time() + patience, lambda: gave_up.set() or [
+                os.kill(w.pid, signal.SIGKILL) for w in workers if w.pid not in ended])
+            timer.start()
+            for worker in workers:
+                status = os.waitpid(worker.pid, 0)[1]
+                ended[worker.pid] = (None if gave_up.is_set() else time.time(), status)
+                end(worker, status)
+            timer.cancel()
+        finally:
+            for worker in workers:
+                end(worker)
+        kills = {pid: when for when, name, pid in server.ask("events") if name == "kill worker process"}
+        for worker, deadline, in_time in zip(workers, deadlines, armed):
+            died, status = ended[worker.pid]
+            if in_time and died is not None and status == signal.SIGKILL:
+                dead.append((died - deadline) * 1000)
+                sent.append((kills[worker.pid] - deadline) * 1000 if worker.pid in kills else None)
+        return {"median": median(dead), "max": maximum(dead), "sent": median(sent), "dead": dead,
+                "misses": len(deadlines) - len(dead)}
+
+    def pair(self):
+        runs, count, r = self.runs, self.n(2000, 10000), {}
+        for mode, keep_open in (("default", None), ("keep_open", True), ("closing", False)):
+            with Server("ours", self.path):
+                r[mode] = run("ours", client_pairs, "ours", self.path, runs, count, keep_open, keep_open is not None)
+        if "torch" in self.impls:
+            with Server("torch", self.path):
+                r["torch"] = run("torch", client_pairs, "torch", self.path, runs, self.n(2000, 5000))
+                r["on_torch"] = run("ours", client_pairs, "ours", self.path, runs, self.n(2000, 5000))
+        d, k, c, on_torch, t = r["default"], r["keep_open"], r["closing"], r.get("on_torch", {}), r.get("torch")
+        self.row("acquire+release pair, default client (server: another process)", "µs", dict(ours=d, torch=t), "pair")
+        self.row("  default / keep_open=True, same run", "", d["pair"] / k["pair"], at_most=1.2)
+        self.row("acquire+release pair, keep_open=True", "µs", k["pair"])
+        self.row("  floor: its two os.write calls alone, ready-made lines", "µs", k["floor"])
+        self.row("  keep_open=True / floor", "", k["pair"] / k["floor"], at_most=3)
+        self.row("acquire+release pair, keep_open=False (write and close)", "µs", c["pair"])
+        self.row("  floor: its calls alone (open, fstat, write, close; twice)", "µs", c["floor"])
+        self.row("  keep_open=False / floor", "", c["pair"] / c["floor"], at_most=1.6)
+        if t:
+            self.row("acquire+release pair, default client, torch's server", "µs", dict(ours=on_torch, torch=t), "pair")
+            self.row("  / the keep_open=False floor", "", on_torch["pair"] / c["floor"], at_most=1.6)
+        errors = {"ours": sum(r[m]["errors"] for m in r if m != "torch"), "torch": (t or {}).get("errors")}
+        self.row("  pair errors (every client)", "", {i: {"n": v} for i, v in errors.items()}, "n", at_most=0)
+
+    def ingest_rows(self):
+        r = {mode: self.ingest("ours", mode, self.n(1, 3), self.n(5000, 12500)) for mode in ("default", "bare", "keep")}
+        torch = {impl: self.ingest(impl, "default", 1, 5000) for impl in self.impls[1:]}
+        for mode, label in (("default", "ingest, 4 writer processes, default client"),
+                            ("bare", "  floor: 4 writers of bare os.write, ready-made lines"),
+                            ("keep", "ingest, 4 writer processes, keep_open=True")):
+            both = dict(torch if mode == "default" else {}, ours=r[mode])
+            self.row(label, "req/s", both, "rps")
+            self.row("  writers' CPU per request", "µs", both, "writer_us")
+            self.row("  server's CPU per request", "µs", both, "server_us")
+        self.row("  keep_open=True / floor", "", r["keep"]["rps"] / r["bare"]["rps"], at_least=0.75)
+        self.row("  default / keep_open=True, same run", "", r["default"]["rps"] / r["keep"]["rps"], at_least=0.9)
+        for field, label in (("lost", "  requests lost (sent - counted), all writers"), ("errors", "  client errors")):
+            self.row(label, "", dict(torch, ours={field: sum(v[field] for v in r.values())}), field, at_most=0)
+
+    def state(self):
+        """Ingest (keep_open=True) with a state file and without, runs alternating."""
+        state_file, rates = self.path + ".state", {False: [], True: []}
+        for _ in range(self.n(1, 3)):
+            for on in (False, True):
+                options = {"state_file": state_file} if on else {}
+                rates[on].append(self.ingest("ours", "keep", 1, self.n(5000, 12500), **options)["rps"])
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(state_file)
+        self.row("ingest, keep_open=True, no state file", "req/s", median(rates[False]))
+        self.row("ingest, keep_open=True, with a state file", "req/s", median(rates[True]))
+        self.row("  with / without, same run", "", median(rates[True]) / median(rates[False]), at_least=0.8)
+
+    def expiry(self):
+        """Deadlines at seeded random phases of max_interval 0.1 and 10, the same for both implementations."""
+        latencies, misses = [], 0
+        for _ in range(self.n(5, 12)):  # the floor: SIGKILL sent here -> waitpid of an idle sleeper
+            worker, _ = sleeper(), time.sleep(0.1)
+            started = time.perf_counter()
+            os.kill(worker.pid, signal.SIGKILL)
+            end(worker, os.waitpid(worker.pid, 0)[1])
+            latencies.append((time.perf_counter() - started) * 1000)
+        floor = statistics.median(latencies)
+        for max_interval, window in ((0.1, self.n(1, 2)), (10, self.n(2, 10))):
+            rng, offsets, r = random.Random(int(max_interval * 10)), [0, 0], {}
+            while any(b - a < 0.02 for a, b in zip(offsets, offsets[1:])):  # uniform in the window, so at random
+                offsets = sorted(rng.uniform(0, window) for _ in range(self.n(6, 20)))  # phases of max_interval
+            for impl in self.impls:
+                with Server(impl, self.path, max_interval) as server:
+                    r[impl] = self.kills(server, [time.time() + 0.5 + o for o in offsets], 2 * max_interval + 5)
+            misses += sum(v["misses"] for v in r.values())
+            self.row("expiry at a random phase, max_interval %g: median" % max_interval, "ms", r, "median",
+                     at_most=floor + 1, note=" (floor+1)")
+            self.row("  same, max", "ms", r, "max", at_most=10)
+            self.row("  server's share (deadline -> kill sent): median", "ms", r, "sent")
+        self.row("  workers armed late, spared or killed by another signal", "", misses, at_most=0)
+        self.row("  floor: SIGKILL -> waitpid of such a worker, sent here", "ms", floor)
+
+    def dump(self, grace=0.1):
+        """A DUMP_WORKER, its stderr read here: deadline -> first byte of the dump, -> worker dead."""
+        first_ms, dead_ms, misses, rng = [], [], 0, random.Random(5)
+        with Server("ours", self.path, 10.0, dump_grace=grace):
+            for _ in range(self.n(3, 7)):
+                deadline, first = time.time() + 0.4 + rng.uniform(0, 0.1), []
+                worker = subprocess.Popen([sys.executable, "-c", DUMP_WORKER, self.path, repr(deadline)], env=ENV,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                reader = threading.Thread(target=read_all, args=(worker.stderr, first))
+                reader.start()
+                in_time = float(worker.stdout.readline() or "inf") < deadline - 0.002
+                status, dead = os.waitpid(worker.pid, 0)[1], (time.time() - deadline) * 1000
+                reader.join(5)
+                end(worker, status)
+                ok = in_time and first and status == signal.SIGKILL
+                misses += not ok
+                first_ms += [(first[0] - deadline) * 1000] if ok else []
+                dead_ms += [dead] if ok else []
+        self.row("stack dump: deadline -> first byte on the worker's stderr", "ms", median(first_ms), at_most=5)
+        self.row("  same, max", "ms", maximum(first_ms))
+        self.row("stack dump: deadline -> worker dead (dump_grace 100 ms)", "ms", median(dead_ms),
+                 at_most=grace * 1000 + 5, note=" (grace+5)")
+        self.row("  runs without a dump or a SIGKILL, or armed late", "", misses, at_most=0)
+
+    def tree(self):
+        """A worker with 111 descendants hits its deadline: deadline -> worker dead, worker -> last descendant."""
+        r, rng = {}, random.Random(111)
+        for impl in self.impls:
+            after, dead, left = [], [], 0
+            with Server(impl, self.path, 0.1):
+                for _ in range(self.n(2, 5) if impl == "ours" else 1):
+                    worker, tree = subprocess.Popen(["sh", "-c", TREE_WORKER, "tree", CHAIN]), set()
+                    try:
+                        while len(tree) < 111:
+                            time.sleep(0.02)
+                            tree = descendants(worker.pid)
+                        deadline = time.time() + 0.05 + rng.uniform(0, 0.1)
+                        self.write(wire(worker.pid, "tree", deadline))
+                        end(worker, os.waitpid(worker.pid, 0)[1])
+                        died = time.time()
+                        dead.append((died - deadline) * 1000)
+                        while tree and time.time() - died < 1:
+                            tree &= processes().keys()
+                        left += len(tree)
+                        after.append(None if tree else (time.time() - died) * 1000)
+                    finally:
+                        end(worker)
+                        for pid, _ in tree & processes().keys():  # ours only: whatever the server spared
+                            with contextlib.suppress(ProcessLookupError):  # gone since
+                                os.kill(pid, signal.SIGKILL)
+            r[impl] = {"after": median(after), "after_max": maximum(after), "dead": median(dead), "left": left}
+        self.row("tree kill, 111 descendants: all dead after the worker", "ms", r, "after", at_most=50)
+        self.row("  same, max", "ms", r, "after_max")
+        self.row("  descendants alive 1 s after the worker (all runs)", "", r, "left", at_most=0)
+        self.row("  deadline -> worker dead, worker with 111 descendants", "ms", r, "dead")
+
+    def idle(self, max_interval=1.0):
+        """Wake-ups per max_interval and CPU of a server with one far timer, from just after a wake-up."""
+        r = {}
+        for impl in self.impls:
+            intervals = self.n(2, 4) if impl == "ours" else 2
+            with self.sleeping() as pid, Server(impl, self.path, max_interval) as server:
+                self.write(wire(pid, "idle", time.time() + 3600))
+                server.wait_for_count(1)
+                time.sleep(max_interval + 0.2)
+                wakeups, seconds = proc(server.pid)["wakeups"], (intervals + 0.5) * max_interval
+                while proc(server.pid)["wakeups"] == wakeups:  # the window opens just after a wake-up
+                    time.sleep(0.001)
+                before, _, after = proc(server.pid), time.sleep(seconds), proc(server.pid)
+                r[impl] = {"wakeups": (after["wakeups"] - before["wakeups"]) / intervals,
+                           "cpu": (after["cpu"] - before["cpu"]) / seconds * 1000}
+        self.row("idle, one timer: wake-ups per max_interval", "", r, "wakeups", at_most=1)
+        self.row("idle, one timer: CPU", "ms/s", r, "cpu")
+
+    def many(self, timers=100000, impls=None, register_s=0.5, cpu=2, rss=None):
+        """s to register far timers, then CPU and RSS at max_interval 0.1: 100,000 (torch too), or 1,000,000."""
+        r, seconds = {}, self.n(1, 3)
+        for impl in impls or self.impls:
+            options = {} if impl == "torch" else {"max_timers_per_pid": timers, "max_timers": 2 * timers}
+            with self.sleeping() as pid, Server(impl, self.path, 0.1, **options) as server:
+                count, registered = self.register(server, pid, "t%d", timers, time.time() + 3600)
+                before, _, after = proc(server.pid), time.sleep(seconds), proc(server.pid)
+                r[impl] = {"register": registered, "cpu": (after["cpu"] - before["cpu"]) / seconds * 1000,
+                           "rss": after["rss"], "missing": timers - count}
+        self.row("{:,} active timers: time to register".format(timers), "s", r, "register", at_most=register_s)
+        self.row("  CPU at max_interval 0.1", "ms/s", r, "cpu", at_most=cpu)
+        self.row("  server RSS", "MB", r, "rss", at_most=rss)
+        self.row("  requests not counted", "", r, "missing", at_most=0)
+
+    def million(self):
+        self.many(1000000, ["ours"], register_s=None, cpu=None, rss=300)
+
+    def stop(self):
+        """stop() with no client ever connected (torch's waits max_interval: 1 s here), threads left behind."""
+        r = {}
+        for impl in self.impls:
+            reports = []
+            for _ in range(self.runs if impl == "ours" else 2):
+                with Server(impl, self.path, 10.0 if impl == "ours" else 1.0) as server:
+                    reports.append(time.sleep(0.05) or server.ask("stop"))
+            r[impl] = {"ms": median([x["ms"] for x in reports]), "leaked": sum(x["threads"] > 1 for x in reports)}
+        self.row("stop(), no client ever connected", "ms", r, "ms", at_most=50)
+        self.row("  runs that left a thread behind", "", r, "leaked", at_most=0)
+
+    def expires(self):
+        for depth in (1, 50):
+            r = {i: run(i, expires_us, i, depth, self.runs, 20000 if i == "ours" else 200) for i in self.impls}
+            self.row("expires() bookkeeping, stack depth %d" % depth, "µs", r, "us", at_most=3)
+
+    def restart(self, timers=10000):
+        """A server with 10,000 armed timers is SIGKILLed, a worker's deadline passes, a server restarts."""
+        state_file, ready, dead = self.path + ".state", [], []
+        with self.sleeping() as pid:
+            for _ in range(self.n(3, 7)):
+                with Server("ours", self.path, 10.0, state_file=state_file, dump_grace=0) as server:
+                    self.register(server, pid, "t%d", timers, time.time() + FAR)
+                    worker = sleeper()
+                    self.write(wire(worker.pid, "overdue", time.time() + 0.1))
+                    time.sleep(0.05)
+                time.sleep(0.1)  # a crash (SIGKILL): the deadline passes while no server runs
+                restarted = time.time()
+                with Server("ours", self.path, 10.0, state_file=state_file, dump_grace=0):
+                    ready.append((time.time() - restarted) * 1000)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        worker.wait(5)
+                    dead.append((time.time() - restarted) * 1000 if worker.returncode == -signal.SIGKILL else None)
+                    end(worker)
+                os.unlink(state_file)
+        self.row("crash + restart, 10,000 armed timers: restart -> server ready (replay)", "ms", median(ready))
+        self.row("  restart -> overdue worker dead", "ms", median(dead), at_most=350, note=" (0.3 s grace + 50)")
+        self.row("  same, max", "ms", maximum(dead))
+        self.row("  runs whose worker was not killed", "", dead.count(None), at_most=0)
+
+    def hostile(self):
+        """Kill latency under a flood of tiny lines from 2 writers, and 1 ms behind 100,000 report-only expiries."""
+        runs, quiet = self.n(3, 7), []
+        with Server("ours", self.path) as server, Child("ours", flood, self.path), Child("ours", flood, self.path):
+            time.sleep(0.2)
+            flooded = self.kills(server, [time.time() + 0.6 + 0.2 * i for i in range(runs)])
+        with Server("ours", self.path, 10.0, max_timers_per_pid=200000) as server:
+            for _ in range(runs):
+                with self.sleeping() as pid:
+                    expiry_at = time.time() + 4
+                    self.register(server, pid, "q%d", 100000, expiry_at, 0)
+                    quiet.append(self.kills(server, [expiry_at + 0.001]))
+        quiet = {"dead": [v for r in quiet for v in r["dead"]], "misses": sum(r["misses"] for r in quiet)}
+        for label, r in (("kill under a flood of tiny lines from 2 writers", flooded),
+                         ("kill 1 ms behind 100,000 report-only expiries", quiet)):
+            self.row(label + ": deadline -> dead, median", "ms", median(r["dead"]), at_most=50)
+            self.row("  same, max", "ms", maximum(r["dead"]))
+        self.row("  runs whose worker armed late or was not killed", "", flooded["misses"] + quiet["misses"], at_most=0)
+
+
+SECTIONS = {"pair": Bench.pair, "ingest": Bench.ingest_rows, "state": Bench.state, "expiry": Bench.expiry,
+            "dump": Bench.dump, "tree": Bench.tree, "idle": Bench.idle, "many": Bench.many, "stop": Bench.stop,
+            "expires": Bench.expires, "restart": Bench.restart, "hostile": Bench.hostile, "million": Bench.million}
+
+
+def fmt(value, unit=""):
+    if value is None:
+        return "-"
+    text = str(value) if isinstance(value, int) else "%.0f" % value if abs(value) >= 1000 else "%.3g" % value
+    return ("%s %s" % (text, unit)).strip()
+
+
+def print_table(b, header):
+    rows = [("figure", "filetimer", "torch 2.13", "ours/torch", "target", "met")]
+    rows += [(r["label"], fmt(r["ours"], r["unit"]), fmt(r["torch"], r["unit"]), fmt(r["ours_over_torch"]),
+              r["target"], {True: "yes", False: "NO", None: ""}[r["met"]]) for r in b.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    print(header)
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller loads")
-    parser.add_argument("--json", action="store_true", help="one JSON object per figure instead of a table")
+    parser.add_argument("--quick", action="store_true", help="fewer runs, smaller loads, no 1,000,000 timers")
+    parser.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     parser.add_argument("--no-torch", action="store_true", help="measure filetimer only, even if torch imports")
-    parser.add_argument("--only", metavar="SECTIONS", help="comma-separated sections to run, of: "
-                        + ",".join(SECTIONS))
-    parser.add_argument("--verbose", action="store_true", help="say on stderr which section runs")
+    parser.add_argument("--only", metavar="SECTIONS", help="comma-separated, of: " + ",".join(SECTIONS))
+    parser.add_argument("--module", metavar="DIR", help="the directory of the filetimer.py to measure (default: "
+                        "the one PYTHONPATH names, else this checkout's)")
     args = parser.parse_args()
-    sections = SECTIONS if args.only is None else tuple(args.only.split(","))
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        parser.error("unknown sections: %s" % ", ".join(sorted(unknown)))
-
-    def log(text):
-        if args.verbose:
-            print("[%5.1f s] %s" % (time.monotonic() - started, text), file=sys.stderr, flush=True)
-
-    started = time.monotonic()
+    sections = [s for s in SECTIONS if s != "million" or not args.quick] if args.only is None else args.only.split(",")
+    if set(sections) - set(SECTIONS):
+        parser.error("unknown sections: %s" % ", ".join(sorted(set(sections) - set(SECTIONS))))
+    load_filetimer(os.path.abspath(args.module) if args.module else None if importlib.util.find_spec("filetimer")
+                   else ROOT)
+    torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    multiprocessing.set_forkserver_preload(["__main__", "torch.distributed.elastic.timer"])  # imported once
+    started, b = time.monotonic(), Bench(args.quick, torch)
+    loop_us = functools.partial(timeit.repeat, "sum(range(1000))", number=1000, repeat=5)
     with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    ours = measure("ours", args.quick, sections, log)
-    torch = None
-    if not args.no_torch and importlib.util.find_spec("torch"):
-        torch = measure("torch", args.quick, sections, log)
-        if "pair_ours_on_torch_us" in torch:  # filetimer's client: its row, with torch's client beside it
-            ours["pair_ours_on_torch_us"] = torch["pair_ours_on_torch_us"]
-            torch["pair_ours_on_torch_us"] = torch.get("pair_default_us")
-    failures = 0
-    lines = []
-    for key, label, unit, target, check in ROWS:
-        if key not in ours:
-            continue
-        value = ours[key]
-        met = check(value, ours) if check and value is not None else (False if check else None)
-        failures += met is False
-        other = torch.get(key) if torch else None
-        ratio = value / other if other not in (None, 0) and value is not None else None
-        if args.json:
-            print(json.dumps({"figure": key, "label": label.strip(), "unit": unit, "ours": value, "torch": other,
-                              "ours_over_torch": ratio, "target": target, "met": met}))
-        else:
-            lines.append((label, fmt(value, unit), fmt(other, unit) if torch else "", fmt_ratio(ratio) if torch
-                          else "", target, {True: "yes", False: "NO", None: ""}[met]))
-    if not args.json:
-        header = ("figure", "filetimer", "torch 2.13" if torch else "", "ours/torch" if torch else "", "target", "met")
-        widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(6)]
-        note = "" if torch else ", torch not importable" if not args.no_torch else ", --no-torch"
-        print("%d cores, CPython %s%s%s; load average %s at the start" % (
-            os.cpu_count(), sys.version.split()[0], note, ", --quick" if args.quick else "", load))
-        for row in [header, *lines]:
-            print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if torch:
-            print("torch's servers run at max_interval 1 for ingest and stop() (its stop() waits max_interval); here"
-                  " its server does not SIGKILL its own process after a reap, so one server serves many workers.")
-        verdict = "%d missed" % failures if failures else "every target met"
-        print("%.0f s; %s" % (time.monotonic() - started, verdict))
+        header = "%d cores, CPython %s, %s%s%s; load average %s at the start" % (
+            os.cpu_count(), sys.version.split()[0], filetimer.__file__, "" if torch else ", no torch",
+            ", --quick" if args.quick else "", " ".join(f.read().split()[:3]))
+    try:
+        b.row("reference: sum(range(1000)) here and now, best of 5 (machine speed)", "µs", min(loop_us()) * 1e3)
+        for name in sections:
+            print("[%5.1f s] %s" % (time.monotonic() - started, name), file=sys.stderr, flush=True)
+            SECTIONS[name](b)
+        b.row("  the same at the end", "µs", min(loop_us()) * 1e3)
+    finally:
+        shutil.rmtree(b.tmp)
+    failures = sum(r["met"] is False for r in b.rows)
+    if args.json:
+        print("\n".join(json.dumps(r, ensure_ascii=False) for r in [{"header": header}, *b.rows]))
+    else:
+        print_table(b, header)
+        print("%.0f s; %s" % (time.monotonic() - started, "%d missed" % failures if failures else "every target met"))
     return 1 if failures else 0
 
 
-def fmt(value, unit):
-    if value is None:
-        return "-"
-    text = str(value)
-    if isinstance(value, float):
-        text = "%.0f" % value if abs(value) >= 1000 else "%.3g" % value
-    return ("%s %s" % (text, unit)).strip()
-
-
-def fmt_ratio(ratio):
-    return "-" if ratio is None else "%.3g" % ratio
-
-
 if __name__ == "__main__":
-    threading.current_thread().name = "bench"
     sys.exit(main())
