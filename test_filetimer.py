@@ -2193,6 +2193,30 @@ class StateFileTest(FiletimerTestCase):
             self.assertEqual(json.loads(f.readline())["fifo"], other)
         self.assertEqual(sorted(os.listdir(self.dir)), ["notes.txt", "other.fifo", "timer.fifo.state"])
 
+    def test_a_worker_that_exits_with_timers_armed_leaves_the_saved_state(self):
+        # Neither status nor a restart may show the timers of a process that has exited.
+        server = self.serve(state_file=self.state)
+        sleeper = self.spawn_sleeper()
+        server.register_timers([FileTimerRequest(sleeper.pid, "s", time.time() + 600, 9)])
+        self.assertEqual([t.worker_pid for t in saved_timers(self.state, self.path)], [sleeper.pid])
+        sleeper.kill()
+        sleeper.wait()
+        self.assertTrue(wait_for(lambda: saved_timers(self.state, self.path) == []))
+
+    def test_a_drop_record_never_drops_a_later_process_at_its_pid(self):
+        # A worker's exit is journaled after the line that armed a later process at the same pid: the replay
+        # must keep that process's timer (here the earlier process is staged by its start time).
+        sleeper = self.spawn_sleeper()
+        start_time = filetimer._process_start_time(sleeper.pid)
+        write_state(self.state, self.path, [
+            wire(sleeper.pid, "later", time.time() + 0.3, 9, start_time),
+            json.dumps({"record": "drop", "pid": sleeper.pid, "start_time": start_time - 1}).encode() + b"\n"])
+        server = FileTimerServer(self.path, state_file=self.state)
+        self.addCleanup(server.stop)
+        self.assertEqual([t.scope_id for t in server.timers()], ["later"])
+        server.start()
+        self.assertEqual(sleeper.wait(SLACK), -signal.SIGKILL)
+
 
 class EscalationTest(FiletimerTestCase):
     """Safety rules: kill_after escalates to SIGKILL; exit_on_reap is off unless asked for."""

@@ -514,6 +514,18 @@ MUTANTS: List[Mutant] = [
         "            return None",
         ["PidReuseTest.test_a_request_naming_the_new_owner_of_a_watched_pid_replaces_the_exited_worker"],
     ),
+    (
+        "exit-unjournaled",  # a worker that exits with timers armed would stay in the state file (status, restart)
+        'self.records.append(_record("drop", pid=worker.pid, start_time=worker.start_time))',
+        "pass",
+        ["StateFileTest.test_a_worker_that_exits_with_timers_armed_leaves_the_saved_state"],
+    ),
+    (
+        "drop-any-process",  # replaying an exit would drop the timers of a later process at the pid
+        'and record.get("start_time") in (None, worker.start_time)',
+        "and True",
+        ["StateFileTest.test_a_drop_record_never_drops_a_later_process_at_its_pid"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
