@@ -3117,13 +3117,19 @@ class TorchInteropTest(FiletimerTestCase):
 
 
 class ReadmeTest(FiletimerTestCase):
-    """The README's Python samples run as written."""
+    """The README's Python samples run as written, and every test class its Guarantees name exists."""
 
     def samples(self):
         with open(os.path.join(HERE, "README.md")) as f:
             text = f.read()
         return [textwrap.dedent(body) for body in re.findall(r"^( *)```python\n(.*?)^\1```", text, re.M | re.S)
                 for body in [body[1]]]
+
+    def test_every_test_class_the_guarantees_name_exists(self):
+        with open(os.path.join(HERE, "README.md")) as f:
+            named = set(re.findall(r"`(\w+Test)`", f.read()))
+        self.assertGreaterEqual(len(named), 10)
+        self.assertEqual(sorted(name for name in named if not isinstance(globals().get(name), type)), [])
 
     def test_every_python_sample_compiles_and_the_worker_and_supervisor_samples_run(self):
         samples = self.samples()
