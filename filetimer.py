@@ -1201,6 +1201,20 @@ class _Timers:
                 expired.append((worker, timer))
         return expired
 
+    def clear(self, pids: Iterable[int]) -> None:
+        """Drop the timers and the signal due of each of these pids (torch's clear_timers)."""
+        for pid in pids:
+            worker = self.workers.get(pid)
+            if worker is not None:
+                self.disarm(worker)
+                self.due.pop(pid, None)
+                self.records.append(_record("drop", pid=pid))
+
+    def tidy(self) -> None:
+        """Forget idle workers, and exited ones that no pidfd reports (the heartbeat's work)."""
+        self.forget_idle()
+        self.forget_exited(worker for worker in self.workers.values() if worker.pidfd is None)
+
     def forget_exited(self, workers: Iterable[_Worker]) -> None:
         """Forget those of ``workers`` that have exited (one whose state cannot be read now is kept)."""
         for worker in list(workers):
@@ -1485,6 +1499,13 @@ class _Journal(_StateFile):
             os.replace(self.path, self.path + ".bad")
             return None
 
+    def resume(self, saved: Optional[BinaryIO]) -> None:
+        """Restore the saved state, if any, then append from now on (to a fresh file if that one is torn)."""
+        if saved is not None:
+            self.restore(saved)
+        if self.fd < 0:
+            self.compact()
+
     def write(self, data: bytes) -> None:
         """Append lines before they take effect."""
         if data:
@@ -1574,6 +1595,11 @@ class _Journal(_StateFile):
         if worker is not None and kind == "drop" and record.get("start_time") in (None, worker.start_time):
             self.timers.disarm(worker)  # reaped for the last time, cleared, or exited (not a later process)
             self.timers.due.pop(worker.pid, None)
+
+    def stop(self) -> None:
+        """End compact_loop."""
+        self.stopping = True
+        self.compact_due.set()
 
     def compact_loop(self) -> None:
         """Rewrite the file whenever its appended part has outgrown it; retry a failure every second."""
@@ -2103,10 +2129,8 @@ class FileTimerServer:
                 saved.close()
             raise
         try:
-            if journal is not None and saved is not None:
-                journal.restore(saved)
-            if journal is not None and journal.fd < 0:
-                journal.compact()  # a fresh file, appended to from now on
+            if journal is not None:
+                journal.resume(saved)
         except BaseException:
             self._journal = journal
             self._close()
@@ -2119,17 +2143,16 @@ class FileTimerServer:
         self._read_fd, self._fifo_id = _create_fifo(self._file_path, mode)
         try:
             _mark_as_filetimers(self._read_fd, self._file_path)
-            # Our own writer: the FIFO never reaches end-of-file, so no client
-            # has to connect first and the read loop never spins.
+            # Our own writer: the FIFO never reaches end-of-file, so no client has to connect first.
             self._hold_fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         except BaseException:
             os.close(self._read_fd)
             raise
         self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._read_fd, selectors.EVENT_READ)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        for fd in (self._read_fd, self._wake_r):
+            self._selector.register(fd, selectors.EVENT_READ)
         self._reaper.hold_reserve()
 
     # -- life cycle
@@ -2140,7 +2163,6 @@ class FileTimerServer:
             raise RuntimeError("this FileTimerServer was stopped; create a new one")
         if self._thread is not None:
             return
-        _log.debug("serving %s (max_interval=%s)", self._file_path, self._max_interval)
         self._thread = threading.Thread(target=self._watchdog_loop, name="filetimer-watchdog", daemon=self._daemon)
         self._thread.start()
         if self._journal is not None:
@@ -2180,8 +2202,7 @@ class FileTimerServer:
         thread = self._thread
         self._stopping = True
         if self._journal is not None:
-            self._journal.stopping = True
-            self._journal.compact_due.set()
+            self._journal.stop()
         if self._compactor is not None:
             self._compactor.join()
             self._compactor = None
@@ -2206,12 +2227,10 @@ class FileTimerServer:
         self._reaper.free_reserve()
         if self._journal is not None:
             self._journal.close()
-        try:
+        with contextlib.suppress(OSError):
             st = os.lstat(self._file_path)
             if stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == self._fifo_id:
                 os.unlink(self._file_path)
-        except OSError:
-            pass
 
     # -- torch's public methods and hooks
 
@@ -2237,12 +2256,7 @@ class FileTimerServer:
     def clear_timers(self, worker_pids: Iterable[int]) -> None:
         """Drop every timer of these pids, and of workers that have exited."""
         with self._lock:
-            for pid in set(worker_pids):
-                worker = self._timers.workers.get(pid)
-                if worker is not None:
-                    self._timers.disarm(worker)
-                    self._timers.due.pop(pid, None)
-                    self._timers.records.append(_record("drop", pid=pid))
+            self._timers.clear(set(worker_pids))
             self._flush_records()
             self._timers.forget_exited(self._timers.workers.values())
 
@@ -2271,12 +2285,8 @@ class FileTimerServer:
         return self.request_count
 
     def _reap_worker(self, worker_pid: int, signal: int) -> bool:
-        """Signal a worker being reaped: SIGKILL takes its whole tree; another signal only the process that
-        armed the timer.
-
-        Every reap goes through here, as in torch's server (exit_on_reap's signal to the server's own
-        process too): a subclass may override it, and True counts as reaped.
-        """
+        """Signal a worker being reaped (see _Reaper.signal_worker). Every reap goes through here, as in
+        torch's server, exit_on_reap's too: a subclass may override it, and True counts as reaped."""
         return self._reaper.signal_worker(worker_pid, signal)
 
     # -- the watchdog
@@ -2294,12 +2304,8 @@ class FileTimerServer:
                 time.sleep(0.01)  # a fault that repeats must not spin a core
 
     def _wait_for_events(self) -> List[Tuple[selectors.SelectorKey, int]]:
-        """Block until a request, a worker exit or stop(), or until the next deadline or heartbeat.
-
-        select() sleeps in whole milliseconds, rounded up. Before a timer
-        deadline the last fraction of a millisecond is slept precisely
-        instead, so a kill is not up to a millisecond late.
-        """
+        """Block until a request, a worker exit or stop(), or the next deadline or heartbeat. select() sleeps
+        whole milliseconds, rounded up: the last fraction before a deadline is slept precisely instead."""
         with self._lock:
             deadline = self._timers.next_deadline()
         if deadline > self._next_beat:  # only the heartbeat is due: no precision needed
@@ -2338,8 +2344,7 @@ class FileTimerServer:
             self._reap_worker(os.getpid(), sent)
         if now >= self._next_beat:
             self._next_beat = now + self._max_interval
-            self._timers.forget_idle()
-            self._timers.forget_exited(worker for worker in self._timers.workers.values() if worker.pidfd is None)
+            self._timers.tidy()
         self._flush_records()
         self._reaper.hold_reserve()
         self._last_progress_time = int(time.time())
