@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure filetimer against the SPEC's performance targets, side by side with torch.
+"""Measure filetimer against its performance targets (benchmarks/README.md), side by side with torch.
 
     python benchmarks/bench_filetimer.py                 # every row; about 5 minutes with torch on 2 cores
     python benchmarks/bench_filetimer.py --quick         # fewer runs, smaller loads, no 1,000,000 timers
