@@ -990,7 +990,7 @@ class _Armed:
         self.dump_signal = request.dump_signal
 
     def __lt__(self, other: "_Armed") -> bool:
-        return False  # in a heap entry (deadline, timer): equal deadlines, either may go first
+        return False  # in a heap entry (deadline, scope, timer): the same deadline and scope, either may go first
 
     def request(self, worker: _Worker) -> FileTimerRequest:
         """The request that armed it, as its worker's."""
@@ -1012,7 +1012,7 @@ def _record(kind: str, **fields: object) -> bytes:
     return json.dumps(dict(record=kind, **fields)).encode("ascii") + b"\n"
 
 
-_Entry = Tuple[float, _Armed]  # in a heap
+_Entry = Tuple[float, str, _Armed]  # in a heap: the scope breaks ties in C (a batch often shares its deadline)
 
 
 class _Timers:
@@ -1064,16 +1064,16 @@ class _Timers:
             timer = _Armed(worker, scope, mono_now + (request.expiration_time - wall_now), request)
             timers[scope] = timer
             self.count += 1
-            heapq.heappush(heap if timer.signal else quiet, (timer.deadline, timer))
+            heapq.heappush(heap if timer.signal else quiet, (timer.deadline, scope, timer))
         if len(heap) + len(quiet) > 2 * self.count + 1024:  # mostly disarmed entries
             self.rebuild_heaps()
         return applied
 
     def rebuild_heaps(self) -> None:
         """The heaps of the armed timers alone, from their deadlines now."""
-        armed = [(timer.deadline, timer) for _, timer in self.armed()]
-        self.heap = [entry for entry in armed if entry[1].signal]
-        self.quiet = [entry for entry in armed if not entry[1].signal]
+        armed = [(timer.deadline, timer.scope, timer) for _, timer in self.armed()]
+        self.heap = [entry for entry in armed if entry[2].signal]
+        self.quiet = [entry for entry in armed if not entry[2].signal]
         heapq.heapify(self.heap)
         heapq.heapify(self.quiet)
 
@@ -1166,7 +1166,7 @@ class _Timers:
         """The monotonic time of the nearest timer or signal due (inf if none)."""
         deadline = math.inf
         for heap in (self.heap, self.quiet):
-            while heap and heap[0][1].worker is None:  # disarmed
+            while heap and heap[0][2].worker is None:  # disarmed
                 heapq.heappop(heap)
             if heap:
                 deadline = min(deadline, heap[0][0])
@@ -1177,7 +1177,7 @@ class _Timers:
         expired: Dict[_Worker, List[_Armed]] = {}
         heap = self.heap
         while heap and heap[0][0] <= now:
-            timer = heapq.heappop(heap)[1]
+            timer = heapq.heappop(heap)[2]
             if timer.worker is not None:
                 expired.setdefault(timer.worker, []).append(timer)
         for worker, timers in expired.items():
@@ -1192,7 +1192,7 @@ class _Timers:
         for _ in range(limit):
             if not (quiet and quiet[0][0] <= now):
                 break
-            timer = heapq.heappop(quiet)[1]
+            timer = heapq.heappop(quiet)[2]
             worker = timer.worker
             if worker is not None:
                 del worker.timers[timer.scope]
