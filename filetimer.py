@@ -1266,6 +1266,7 @@ class _StateFile:
         self.rewritten = 0  # bytes written by the last rewrite
         self.broken = False  # an append failed: only a rewrite makes the file whole again
         self.backlog: List[bytes] = []  # what was not appended since, for the rewrite to add
+        self.stopped = False  # by the server: a rewrite still under way is dropped
         _check_directory(self.path)
 
     def open_saved(self) -> Optional[BinaryIO]:
@@ -1338,6 +1339,8 @@ class _StateFile:
                     chunk = []
             size += _write_all(fd, b"".join(chunk))
             with lock:
+                if self.stopped:
+                    return
                 if self.fd >= 0 and self.size > since:  # appended while the lines were written
                     size += _write_all(fd, os.pread(self.fd, self.size - since, since))
                 size += _write_all(fd, b"".join(self.backlog[backlog:]))  # then, what an append failed to write
@@ -1487,7 +1490,6 @@ class _Journal(_StateFile):
         self.timers = timers
         self.lock = lock
         self.compact_due = threading.Event()  # set when the file should be rewritten
-        self.stopping = False
 
     def open_or_set_aside(self) -> Optional[BinaryIO]:
         """The saved state of this FIFO; a corrupt one is moved aside (ERROR), one not ours refused."""
@@ -1598,14 +1600,14 @@ class _Journal(_StateFile):
 
     def stop(self) -> None:
         """End compact_loop."""
-        self.stopping = True
+        self.stopped = True
         self.compact_due.set()
 
     def compact_loop(self) -> None:
         """Rewrite the file whenever its appended part has outgrown it; retry a failure every second."""
         while True:
             self.compact_due.wait()
-            if self.stopping:
+            if self.stopped:
                 return
             self.compact_due.clear()
             if not self.outgrown:
@@ -2203,12 +2205,15 @@ class FileTimerServer:
         self._stopping = True
         if self._journal is not None:
             self._journal.stop()
+        if thread is threading.current_thread():  # stop() from log_event: the pass holds the lock a rewrite waits for
+            return
         if self._compactor is not None:
             self._compactor.join()
             self._compactor = None
-        if thread is None or thread is threading.current_thread():
+        if thread is None:
             return
-        self._wake()
+        if not self._closed:  # else the watchdog is ending the pass whose log_event stopped it
+            self._wake()
         thread.join()
         self._thread = None
 
@@ -2346,7 +2351,8 @@ class FileTimerServer:
             self._next_beat = now + self._max_interval
             self._timers.tidy()
         self._flush_records()
-        self._reaper.hold_reserve()
+        if not self._closed:  # else stop() was called from log_event
+            self._reaper.hold_reserve()
         self._last_progress_time = int(time.time())
 
     def _read_requests(self) -> bool:

@@ -872,6 +872,38 @@ class LifecycleTest(FiletimerTestCase):
         self.assertEqual(self.watchdog_threads(), [])
         self.assertEqual(self.event_names(), ["watchdog started", "watchdog stopped"])
 
+    def test_stop_from_log_event_returns_and_leaks_nothing_even_during_a_rewrite(self):
+        # The callback runs on the watchdog thread, inside its pass: a rewrite of the state file under way waits
+        # for the lock that pass holds, so stop() must not wait for it; nor may the pass hold descriptors after.
+        hung = self.spawn_sleeper()
+        rewriting, real_rewrite = threading.Event(), filetimer._StateFile.rewrite
+
+        def slow_rewrite(state, *args):
+            rewriting.set()
+            time.sleep(0.3)  # the kill, and the callback's stop(), come meanwhile
+            return real_rewrite(state, *args)
+
+        def stop_on_kill(name, request):
+            if name == "kill worker process":
+                server.stop()
+                stopped.set()
+
+        stopped, fds = threading.Event(), len(os.listdir("/proc/self/fd"))
+        state = os.path.join(self.dir, "timers.state")
+        server = FileTimerServer(self.path, state_file=state, log_event=stop_on_kill, dump_grace=0)
+        self.addCleanup(threading.Thread(target=server.stop, daemon=True).start)  # a deadlocked stop() hangs no run
+        with mock.patch.object(filetimer._StateFile, "rewrite", slow_rewrite), \
+                mock.patch.object(filetimer._StateFile, "outgrown", True):
+            server.start()
+            server._journal.compact_due.set()
+            self.assertTrue(rewriting.wait(SLACK))
+            server.register_timers([FileTimerRequest(hung.pid, "hung", time.time() + 0.05, 9)])
+            self.assertEqual(hung.wait(SLACK), -signal.SIGKILL)
+            self.assertTrue(stopped.wait(3))  # 0.3 s: the rewrite's sleep
+            self.assertTrue(wait_for(lambda: [t for t in threading.enumerate() if t.name.startswith("filetimer")]
+                                     == []))
+        self.assertEqual(len(os.listdir("/proc/self/fd")), fds)
+
     def test_run_once_processes_pending_requests_then_stops(self):
         server = FileTimerServer(self.path, log_event=self.record)
         self.addCleanup(server.stop)

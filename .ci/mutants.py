@@ -526,6 +526,18 @@ MUTANTS: List[Mutant] = [
         "and True",
         ["StateFileTest.test_a_drop_record_never_drops_a_later_process_at_its_pid"],
     ),
+    (
+        "stop-from-pass-joins-compactor",  # stop() from log_event would wait for a rewrite waiting for its pass
+        "if thread is threading.current_thread():  # stop() from log_event",
+        "if False:  # stop() from log_event",
+        ["LifecycleTest.test_stop_from_log_event_returns_and_leaks_nothing_even_during_a_rewrite"],
+    ),
+    (
+        "reserve-after-stop",  # a pass whose log_event stopped the server would take its reserve of fds back
+        "if not self._closed:  # else stop() was called from log_event",
+        "if True:",
+        ["LifecycleTest.test_stop_from_log_event_returns_and_leaks_nothing_even_during_a_rewrite"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
