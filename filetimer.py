@@ -361,18 +361,10 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-
-def _private_dir() -> Optional[str]:
-    """The default FIFO's directory when it is our private one under the temporary directory."""
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return None
-    return os.path.dirname(_default_path())
-
-
 def _check_directory(path: str) -> None:
     """Refuse a FIFO directory that another user controls; make the private default one if missing."""
     directory = os.path.dirname(os.path.abspath(path))
-    private = directory == _private_dir()
+    private = not os.environ.get("XDG_RUNTIME_DIR") and directory == os.path.dirname(_default_path())
     if private:
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)
@@ -558,10 +550,6 @@ class FileTimerClient:
         line = _wire_line(self._pid, scope_id, expiration_time, sig, self._start_time,
                           self._dump_signal if dump else 0)
         self._send_line(line, scope_id if later else None)
-
-    def _send_request(self, request: FileTimerRequest) -> None:
-        """Send any request, e.g. one on behalf of another process (the CLI's --pid)."""
-        self._send_line(request._line())
 
     def _send_line(self, line: bytes, later: Optional[str] = None) -> None:
         """Write one line, after any kept ones. A line sent ``later`` (its scope given) that no server
@@ -1417,29 +1405,20 @@ def _write_all(fd: int, data: bytes) -> int:
 
 
 def _state_lines(saved: BinaryIO) -> Iterator[bytes]:
-    """The non-empty lines of a saved state file, read in large pieces.
+    """The non-empty lines of a saved state file.
 
     An over-long line comes as b"?" (unreadable), a last line torn by a crash not at all.
     """
-    rest, skipping = b"", False
-    while True:
-        piece = saved.read(1 << 20)
-        if not piece:
-            return
-        lines = (rest + piece).split(b"\n")
-        rest = lines.pop()
-        if skipping:  # inside an over-long line
-            if not lines:
-                rest = b""
-                continue
-            del lines[0]
-            skipping = False
-        for line in lines:
-            if line:
-                yield line if len(line) < _STATE_LINE_MAX else b"?"
-        if len(rest) >= _STATE_LINE_MAX:
+    skipping = False  # inside an over-long line
+    for line in iter(functools.partial(saved.readline, _STATE_LINE_MAX), b""):
+        whole = line.endswith(b"\n")
+        if skipping:
+            skipping = not whole
+        elif not whole and len(line) == _STATE_LINE_MAX:
             yield b"?"
-            rest, skipping = b"", True
+            skipping = True
+        elif whole and line != b"\n":
+            yield line[:-1]
 
 
 def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
@@ -1461,8 +1440,6 @@ def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
                     del timers[key]
                 (due.add if record["record"] == "schedule" else due.discard)(pid)
     return list(timers.values()), len(due)
-
-
 
 
 def _worker_record(timers: _Timers, pid: int) -> bytes:
@@ -1730,7 +1707,6 @@ def _stopped(pid: int, stopped: Set[str]) -> bool:
             return False
         stopped.add(path)
     return True
-
 
 
 class _TreeWalk:
@@ -2028,7 +2004,6 @@ def _mark_as_filetimers(fd: int, path: str) -> None:
         except OSError:
             return
     raise FileExistsError(errno.EEXIST, "%s is already being served by a running server" % path)
-
 
 
 def _raise_fd_limit() -> None:
@@ -2386,7 +2361,7 @@ class FileTimerServer:
             self._skipping = True
         if not lines:
             return
-        if self._journal is not None:
+        if self._journal is not None:  # no join of the lines without one
             self._journal.write(b"\n".join(lines) + b"\n")  # durable before it is applied
         requests = []
         for line in lines:
@@ -2530,7 +2505,7 @@ def _add_timer_commands(commands: "argparse._SubParsersAction[_Parser]") -> None
     acquire.set_defaults(run=_acquire)
     release = commands.add_parser("release", help="disarm a timer", description="Disarm the timer SCOPE.",
                                   epilog=exit_codes)
-    release.set_defaults(run=_release)
+    release.set_defaults(run=lambda args: _send_for(args, -1, 0))
     for command in (acquire, release):
         command.add_argument("--scope", required=True, help="the timer's name, unique within the process")
         if command is acquire:
@@ -2622,7 +2597,7 @@ def _send_for(args: argparse.Namespace, expiration_time: float, sig: int) -> int
     if start_time is None and not FileTimerServer.is_process_running(pid):
         raise ProcessLookupError(errno.ESRCH, "no process %d" % pid)
     client = FileTimerClient(args.path, dump_stacks=False, connect_timeout=args.connect_timeout)
-    client._send_request(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time))
+    client._send_line(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time)._line())
     return 0
 
 
@@ -2632,10 +2607,6 @@ def _acquire(args: argparse.Namespace) -> int:
               "release in time; use --pid to guard another process" % (args.scope, os.getppid(),
                                                                        _signal_name(args.signal)), file=sys.stderr)
     return _send_for(args, time.time() + args.after, args.signal)
-
-
-def _release(args: argparse.Namespace) -> int:
-    return _send_for(args, -1, 0)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -2648,7 +2619,7 @@ def _run(args: argparse.Namespace) -> int:
         request = FileTimerRequest(os.getpid(), args.scope, time.time() + args.after, args.signal,
                                    _process_start_time(os.getpid()))  # no dump offered: the command has no handler
         FileTimerClient(args.path, dump_stacks=False, keep_open=False,
-                        connect_timeout=args.connect_timeout)._send_request(request)
+                        connect_timeout=args.connect_timeout)._send_line(request._line())
     except (OSError, ValueError) as e:
         if not (args.unguarded_ok and isinstance(e, BrokenPipeError)):
             print("filetimer run: error: %s; %s not run" % (e, command[0]), file=sys.stderr)
@@ -2721,13 +2692,9 @@ def _print_status(path: str, state_file: str, serving: bool, written: Optional[f
         width = max(5, *map(len, scopes))
         print("%8s  %-*s  %10s  %s" % ("PID", width, "SCOPE", "LEFT (s)", "SIGNAL"))
         for t, scope in zip(timers, scopes):
-            print("%8d  %-*s  %10s  %s" % (t.worker_pid, width, scope, _seconds_left(t.expiration_time - now),
-                                          _signal_name(t.signal)))
-
-
-def _seconds_left(seconds: float) -> str:
-    """Seconds to a deadline, readable however far it is (--after 1e300 is allowed)."""
-    return "%.1f" % seconds if abs(seconds) < 1e9 else "%.3g" % seconds
+            left = t.expiration_time - now  # readable however far it is (--after 1e300 is allowed)
+            print("%8d  %-*s  %10s  %s" % (t.worker_pid, width, scope, "%.1f" % left if abs(left) < 1e9
+                                          else "%.3g" % left, _signal_name(t.signal)))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -351,8 +351,8 @@ REUSE = textwrap.dedent("""
     time.sleep(0.05)
     heir2 = spawn_at(6000, sleep)
     stale_deadline = time.time() + 0.2
-    filetimer.FileTimerClient(path)._send_request(
-        filetimer.FileTimerRequest(heir2.pid, "stale", stale_deadline, 9, start_time=dead_start))
+    filetimer.FileTimerClient(path)._send_line(
+        filetimer.FileTimerRequest(heir2.pid, "stale", stale_deadline, 9, start_time=dead_start)._line())
     time.sleep(max(first_deadline, stale_deadline) + 0.2 - time.time())  # past both deadlines
     print(json.dumps({"pids": [worker.pid, heir.pid, dead.pid, heir2.pid],
                       "alive": [heir.poll() is None, heir2.poll() is None], "events": events}))
@@ -661,7 +661,7 @@ class HungWorkerIsKilledTest(FiletimerTestCase):
         with FileTimerClient(self.path) as client:
             def acquire(after):
                 expiration = time.time() + after
-                client._send_request(FileTimerRequest(sleeper.pid, "same", expiration, signal.SIGKILL))
+                client._send_line(FileTimerRequest(sleeper.pid, "same", expiration, signal.SIGKILL)._line())
                 return expiration
 
             expirations = []
@@ -770,7 +770,7 @@ class ClockStepTest(FiletimerTestCase):
         sleepers = [self.spawn_sleeper() for _ in steps]
         for path, sleeper in zip(paths, sleepers):
             with FileTimerClient(path) as client:
-                client._send_request(FileTimerRequest(sleeper.pid, "s", time.time() + 0.6, signal.SIGKILL))
+                client._send_line(FileTimerRequest(sleeper.pid, "s", time.time() + 0.6, signal.SIGKILL)._line())
         for step, command in zip(steps, commands):
             self.assertTrue(wait_for(lambda command=command: command()[2] == 1))
             command("shift %d" % step)
@@ -909,7 +909,7 @@ class LifecycleTest(FiletimerTestCase):
         self.addCleanup(server.stop)
         sleeper = self.spawn_sleeper()
         with FileTimerClient(self.path) as client:  # a client may write before start()
-            client._send_request(FileTimerRequest(sleeper.pid, "late", time.time() - 1, signal.SIGTERM))
+            client._send_line(FileTimerRequest(sleeper.pid, "late", time.time() - 1, signal.SIGTERM)._line())
         server.run_once()
         self.assertEqual(server.request_count, 1)
         self.assertEqual(sleeper.wait(SLACK), -signal.SIGTERM)
@@ -1387,7 +1387,7 @@ class PidReuseTest(FiletimerTestCase):
         sleeper = self.spawn_sleeper()
         earlier = filetimer._process_start_time(sleeper.pid) - 1  # the start time of the pid's previous owner
         with FileTimerClient(self.path) as client:
-            client._send_request(FileTimerRequest(sleeper.pid, "stale", time.time() + 0.1, 9, start_time=earlier))
+            client._send_line(FileTimerRequest(sleeper.pid, "stale", time.time() + 0.1, 9, start_time=earlier)._line())
         self.assertTrue(wait_for(lambda: server.request_count == 1))
         self.assertEqual(server.timers(), [])
         with self.assertRaises(subprocess.TimeoutExpired):  # past the deadline
@@ -2575,7 +2575,7 @@ class ProcessTreeTest(FiletimerTestCase):
         server, = filetimer._children(parent)
         starts = {pid: filetimer._process_start_time(pid) for pid in (parent, server)}
         with FileTimerClient(self.path) as client:
-            client._send_request(FileTimerRequest(worker.pid, "hang", time.time() + 0.2, signal.SIGKILL))
+            client._send_line(FileTimerRequest(worker.pid, "hang", time.time() + 0.2, signal.SIGKILL)._line())
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
         worker.stdin.write("count\n")
         worker.stdin.flush()

@@ -281,7 +281,7 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "run-unarmed",  # filetimer run would exec the command without arming its timer
-        "connect_timeout=args.connect_timeout)._send_request(request)",
+        "connect_timeout=args.connect_timeout)._send_line(request._line())",
         "connect_timeout=args.connect_timeout)",
         ["CommandLineTest.test_run_in_a_recipe_line_kills_the_hung_command_and_its_tree"],
     ),
