@@ -549,18 +549,18 @@ class FileTimerClient:
             self._pid, self._start_time = os.getpid(), _process_start_time(os.getpid())
         line = _wire_line(self._pid, scope_id, expiration_time, sig, self._start_time,
                           self._dump_signal if dump else 0)
-        self._send_line(line, scope_id if later else None)
+        self._send_line(line, scope_id if later else None, scope_id)
 
-    def _send_line(self, line: bytes, later: Optional[str] = None) -> None:
-        """Write one line, after any kept ones. A line sent ``later`` (its scope given) that no server
-        reads now is kept, without waiting for a server; any other raises BrokenPipeError."""
+    def _send_line(self, line: bytes, later: Optional[str] = None, scope: Optional[str] = None) -> None:
+        """Write one line (of ``scope``, if given), after any kept ones. A line sent ``later`` (its scope given)
+        that no server reads now is kept, without waiting for a server; any other raises BrokenPipeError."""
         if len(line) > PIPE_BUF:
             raise ValueError("request of %d bytes exceeds PIPE_BUF (%d): scope_id too long" % (len(line), PIPE_BUF))
         retry = later is None
         try:
             if self._kept or self._keep_open is not False:
                 with self._lock:
-                    self._deliver(line, retry)
+                    self._deliver(line, retry, scope or later)
             else:
                 os.close(self._write_line(None, line, retry))
             return
@@ -574,22 +574,26 @@ class FileTimerClient:
                 self._deliverer = threading.Thread(target=self._deliver_kept, name="filetimer-client", daemon=True)
                 self._deliverer.start()
 
-    def _deliver(self, line: Optional[bytes], retry: bool) -> None:
+    def _deliver(self, line: Optional[bytes], retry: bool, scope: Optional[str] = None) -> None:
         """Write the kept lines, then ``line``, in order (lock held); BrokenPipeError if no server reads.
 
-        A signal handler that interrupted this very delivery sends on a handle of its own instead.
+        A signal handler that interrupted this very delivery sends on a handle of its own, or, if an older
+        line of its scope is still to go, replaces that one: it is written after it.
         """
         if self._sending:
-            if line is not None:
+            if line is not None and scope in self._kept:
+                self._kept[scope] = line
+            elif line is not None:
                 os.close(self._write_line(None, line, retry))
             return
         self._sending = True
         try:
             fd, self._fd = self._fd, None
-            for scope, kept in list(self._kept.items()):
+            while self._kept:
+                kept_scope, kept = next(iter(self._kept.items()))
                 fd = self._write_line(fd, kept, retry, bool(self._keep_open))
-                if self._kept.get(scope) is kept:  # else a signal handler kept a newer one meanwhile
-                    del self._kept[scope]
+                if self._kept.get(kept_scope) is kept:  # else a signal handler replaced it meanwhile: next
+                    del self._kept[kept_scope]
             if line is not None:
                 fd = self._write_line(fd, line, retry, bool(self._keep_open))
             if fd is not None and self._keep_open:

@@ -1864,6 +1864,30 @@ class StateFileTest(FiletimerTestCase):
         self.assertIsNone(worker.poll())
         self.assertEqual(self.saved(), [])
 
+    def test_a_signal_handler_acquire_is_never_overtaken_by_an_older_kept_release(self):
+        # A handler that runs while the kept lines are being delivered (here called where a signal could land,
+        # just before the kept release of its scope is written) must not see that older release arrive after it.
+        worker = self.spawn_worker(textwrap.dedent("""
+            filetimer.FileTimerClient._deliver_kept = lambda client: None  # delivered by the next request only
+            client = filetimer._configured_client
+            client.release("step")  # no server: kept
+            print(list(client._kept), flush=True)
+            while not filetimer._fifo_has_reader(path) if os.path.exists(path) else True:
+                time.sleep(0.01)
+            handled, write_line = [], client._write_line
+            def interrupted(fd, line, *args):
+                if b'"step"' in line and not handled:
+                    handled.append(1)
+                    client.acquire("step", time.time() + 0.2)  # the handler; the step then hangs
+                return write_line(fd, line, *args)
+            client._write_line = interrupted
+            client.release("other")  # delivers the kept release first
+            time.sleep(60)
+        """), stdout=subprocess.PIPE, text=True)
+        self.assertEqual(worker.stdout.readline().strip(), "['step']")
+        self.serve()
+        self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
+
     def test_a_kept_release_never_cancels_a_later_acquire(self):
         server, command = self.spawn_server(state_file=self.state)
         sleeper = self.spawn_sleeper()

@@ -538,6 +538,12 @@ MUTANTS: List[Mutant] = [
         "if True:",
         ["LifecycleTest.test_stop_from_log_event_returns_and_leaks_nothing_even_during_a_rewrite"],
     ),
+    (
+        "handler-overtakes-kept",  # a signal handler's line would go before an older kept line of its scope
+        "if line is not None and scope in self._kept:",
+        "if False:",
+        ["StateFileTest.test_a_signal_handler_acquire_is_never_overtaken_by_an_older_kept_release"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
