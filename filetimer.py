@@ -1220,7 +1220,9 @@ class _Timers:
 _STATE_HEAD = b'{"format": "filetimer-state"'  # how every state file we write begins
 _STATE_VERSION = 2
 _MAX_TIMERS = 1_000_000  # more than any real workload; a state file may restore no more
-_STATE_LINE_MAX = 2 * PIPE_BUF  # a record is a request and a few fields more
+# A record is a request and a few fields more; a journaled line, under PIPE_BUF carried over plus one read of
+# _READ_SIZE (a bad one, whose request at its end ingest salvaged: so does the replay).
+_STATE_LINE_MAX = PIPE_BUF + 8192
 _STATE_MAX_BYTES = 3 * _MAX_TIMERS * _STATE_LINE_MAX  # a file larger than that is nobody's state
 _COMPACT_MIN_BYTES = 1 << 20  # of appended lines before a rewrite is worth its cost
 _RESTORE_GRACE = 0.3  # seconds a restarted server waits before firing restored timers: kept releases arrive

@@ -1888,6 +1888,20 @@ class StateFileTest(FiletimerTestCase):
         self.serve()
         self.assertEqual(worker.wait(SLACK), -signal.SIGKILL)
 
+    def test_a_request_salvaged_from_a_long_bad_line_survives_a_restart(self):
+        # Under PIPE_BUF of a line carried over from one read, the rest in the next: a line of 12 KiB whose request
+        # at its end ingest applies. The journal holds the line as read; the replay must salvage the same request.
+        sleeper = self.spawn_sleeper()
+        server = FileTimerServer(self.path, state_file=self.state)
+        self.addCleanup(server.stop)
+        server._ingest(b"x" * (filetimer.PIPE_BUF - 100))
+        server._ingest(b"y" * 8000 + wire(sleeper.pid, "salvaged", time.time() + 600))
+        self.assertEqual([t.scope_id for t in server.timers()], ["salvaged"])
+        server.stop()
+        restarted = FileTimerServer(self.path, state_file=self.state)
+        self.addCleanup(restarted.stop)
+        self.assertEqual([t.scope_id for t in restarted.timers()], ["salvaged"])
+
     def test_a_kept_release_never_cancels_a_later_acquire(self):
         server, command = self.spawn_server(state_file=self.state)
         sleeper = self.spawn_sleeper()

@@ -544,6 +544,12 @@ MUTANTS: List[Mutant] = [
         "if False:",
         ["StateFileTest.test_a_signal_handler_acquire_is_never_overtaken_by_an_older_kept_release"],
     ),
+    (
+        "replay-line-too-short",  # a request salvaged from a long bad line would be lost on a restart
+        "_STATE_LINE_MAX = PIPE_BUF + 8192",
+        "_STATE_LINE_MAX = 2 * PIPE_BUF",
+        ["StateFileTest.test_a_request_salvaged_from_a_long_bad_line_survives_a_restart"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
