@@ -1260,7 +1260,7 @@ class _StateFile:
         self.rewritten = 0  # bytes written by the last rewrite
         self.broken = False  # an append failed: only a rewrite makes the file whole again
         self.backlog: List[bytes] = []  # what was not appended since, for the rewrite to add
-        self.stopped = False  # by the server: a rewrite still under way is dropped
+        self.abandoned = False  # by stop() from the watchdog's own pass: a rewrite under way is dropped
         _check_directory(self.path)
 
     def open_saved(self) -> Optional[BinaryIO]:
@@ -1333,7 +1333,7 @@ class _StateFile:
                     chunk = []
             size += _write_all(fd, b"".join(chunk))
             with lock:
-                if self.stopped:
+                if self.abandoned:
                     return
                 if self.fd >= 0 and self.size > since:  # appended while the lines were written
                     size += _write_all(fd, os.pread(self.fd, self.size - since, since))
@@ -1442,7 +1442,9 @@ def _saved_timers(saved: BinaryIO) -> Tuple[List[FileTimerRequest], int]:
             record = json.loads(line)
             pid = record["request"]["pid"] if record["record"] == "schedule" else record["pid"]
             if record["record"] in ("schedule", "drop"):
-                for key in [key for key in timers if key[0] == pid]:
+                started = record.get("start_time")  # of the process that exited: not a later one at its pid
+                for key in [key for key, t in timers.items()
+                            if key[0] == pid and (started is None or t.start_time in (None, started))]:
                     del timers[key]
                 (due.add if record["record"] == "schedule" else due.discard)(pid)
     return list(timers.values()), len(due)
@@ -1473,6 +1475,7 @@ class _Journal(_StateFile):
         self.timers = timers
         self.lock = lock
         self.compact_due = threading.Event()  # set when the file should be rewritten
+        self.stopping = False
 
     def open_or_set_aside(self) -> Optional[BinaryIO]:
         """The saved state of this FIFO; a corrupt one is moved aside (ERROR), one not ours refused."""
@@ -1581,16 +1584,17 @@ class _Journal(_StateFile):
             self.timers.disarm(worker)  # reaped for the last time, cleared, or exited (not a later process)
             self.timers.due.pop(worker.pid, None)
 
-    def stop(self) -> None:
-        """End compact_loop."""
-        self.stopped = True
+    def stop(self, abandon: bool) -> None:
+        """End compact_loop; ``abandon`` a rewrite under way (it waits for the lock of the pass that stops)."""
+        self.stopping = True
+        self.abandoned = abandon
         self.compact_due.set()
 
     def compact_loop(self) -> None:
         """Rewrite the file whenever its appended part has outgrown it; retry a failure every second."""
         while True:
             self.compact_due.wait()
-            if self.stopped:
+            if self.stopping:
                 return
             self.compact_due.clear()
             if not self.outgrown:
@@ -2185,7 +2189,7 @@ class FileTimerServer:
         thread = self._thread
         self._stopping = True
         if self._journal is not None:
-            self._journal.stop()
+            self._journal.stop(abandon=thread is threading.current_thread())
         if thread is threading.current_thread():  # stop() from log_event: the pass holds the lock a rewrite waits for
             return
         if self._compactor is not None:
@@ -2435,7 +2439,8 @@ def _argument(convert: Callable[[str], _T], valid: Callable[[_T], bool], expecte
 
 _seconds = _argument(float, lambda value: 0 <= value < math.inf, "a number of seconds >= 0")
 _positive_seconds = _argument(float, lambda value: 0 < value < math.inf, "a number of seconds > 0")
-_positive_int = _argument(int, lambda value: value > 0, "a whole number > 0")
+_positive_int = _argument(lambda text: int(text) if text.isdigit() else 0, lambda value: value > 0,
+                          "a whole number > 0")
 _octal_mode = _argument(functools.partial(int, base=8), lambda value: 0 <= value <= 0o777,
                         "octal permission bits such as 600")
 _worker_pid = _argument(int, lambda value: 2 <= value <= _PID_MAX, "a process id of 2 or more")

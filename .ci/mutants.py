@@ -139,10 +139,10 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "kept-after-new",  # a kept release would be delivered after a newer acquire of its scope, cancelling it
-        "            fd, self._fd = self._fd, None\n            for scope, kept in list(self._kept.items()):",
+        "            fd, self._fd = self._fd, None\n            while self._kept:",
         "            fd, self._fd = self._fd, None\n            if line is not None:\n"
         "                fd = self._write_line(fd, line, retry, self._keep_open)\n                line = None\n"
-        "            for scope, kept in list(self._kept.items()):",
+        "            while self._kept:",
         ["StateFileTest.test_a_kept_release_never_cancels_a_later_acquire"],
     ),
     (
@@ -549,6 +549,18 @@ MUTANTS: List[Mutant] = [
         "_STATE_LINE_MAX = PIPE_BUF + 8192",
         "_STATE_LINE_MAX = 2 * PIPE_BUF",
         ["StateFileTest.test_a_request_salvaged_from_a_long_bad_line_survives_a_restart"],
+    ),
+    (
+        "every-stop-abandons",  # any stop() would drop a rewrite under way, and with it what a failed append kept
+        "self._journal.stop(abandon=thread is threading.current_thread())",
+        "self._journal.stop(abandon=True)",
+        ["LifecycleTest.test_stop_waits_for_a_rewrite_under_way"],
+    ),
+    (
+        "status-drops-later-process",  # status would hide the timers of a later process at an exited one's pid
+        "(started is None or t.start_time in (None, started))",
+        "True",
+        ["StateFileTest.test_status_keeps_a_later_process_at_a_pid_whose_exit_was_journaled_after_it"],
     ),
 ]
 
