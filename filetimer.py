@@ -122,13 +122,11 @@ _TIME_MAX = 2**63  # seconds; an int time beyond this is nonsense (and may not f
 
 @dataclasses.dataclass
 class FileTimerRequest:
-    """One acquire or release, as carried on the wire.
+    """One acquire or release, as carried on the wire; a negative ``expiration_time`` (epoch seconds) releases.
 
-    ``expiration_time`` is wall-clock epoch seconds; a negative value means
-    "release". Two optional hints travel as extra keys that torch's server
-    ignores, and take no part in equality: ``start_time``, the worker's start
-    time from ``/proc/<pid>/stat``, guards against pid reuse; ``dump_signal``
-    is the signal on which the worker dumps its stacks (0: it cannot).
+    Two optional hints travel as extra keys that torch's server ignores, and take no part in equality:
+    ``start_time`` (from /proc/<pid>/stat) guards against pid reuse; ``dump_signal`` is the signal on which
+    the worker dumps its stacks (0: it cannot).
     """
 
     worker_pid: int
@@ -154,10 +152,7 @@ class FileTimerRequest:
 
     @classmethod
     def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
-        """Parse and validate one wire line; raise ValueError on anything malformed.
-
-        This is the server's hot path: one flat pass, no helper calls when the line is good.
-        """
+        """Parse and validate one wire line; ValueError if malformed. The server's hot path: one flat pass."""
         data = line.encode("utf-8") if isinstance(line, str) else line
         if data[-1:] == b"\n":
             data = data[:-1]
@@ -196,11 +191,9 @@ class FileTimerRequest:
             raise _invalid("signal", sig, "an integer from 0 to %d" % (_NSIG - 1))
         if not (start_time is None or (type(start_time) is int and 0 <= start_time < _TIME_MAX)):
             raise _invalid("start_time", start_time, "a non-negative integer")
-        if dump is None:
-            dump = 0
-        elif not (type(dump) is int and 0 <= dump < _NSIG):
+        if not (dump is None or (type(dump) is int and 0 <= dump < _NSIG)):
             raise _invalid("dump_signal", dump, "an integer from 0 to %d" % (_NSIG - 1))
-        return cls(pid, scope_id, float(expiration), sig, start_time, dump)
+        return cls(pid, scope_id, float(expiration), sig, start_time, dump or 0)
 
 
 # %.17g writes a time as exactly as repr() (17 significant digits round-trip) for a third less;
@@ -227,12 +220,9 @@ _REQUEST_START = b'{"version"'  # how every client, ours and torch's, begins a r
 
 
 def _request_inside(line: bytes) -> Optional[FileTimerRequest]:
-    """The request a bad line ends with, if one starts inside it: a writer that died mid-line (or a hostile
-    one) leaves a fragment in front of the next writer's whole line. Only bad lines pay for the search.
-
-    A request holds no other raw ``{"version"`` (quotes in its strings are escaped), so it can only start
-    at the last one: one try, whatever the line holds.
-    """
+    """The request a bad line ends with: a writer that died mid-line (or a hostile one) leaves a fragment in
+    front of the next writer's whole line. A request holds no other raw ``{"version"`` (quotes in its strings
+    are escaped), so it can only start at the last one: one try, whatever the line holds."""
     start = line.rfind(_REQUEST_START)
     if start > 0:
         with contextlib.suppress(ValueError):
@@ -282,18 +272,13 @@ def _default_path() -> str:
 
 def _resolve_path(file_path: Optional[str]) -> str:
     """The FIFO path: the argument, $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE or the default."""
-    return (
-        file_path
-        or os.environ.get("FILETIMER_PATH")
-        or os.environ.get("TORCHELASTIC_TIMER_FILE")
-        or _default_path()
-    )
+    return (file_path or os.environ.get("FILETIMER_PATH") or os.environ.get("TORCHELASTIC_TIMER_FILE")
+            or _default_path())
 
 
 def _owner_name(uid: int) -> str:
     try:
         import pwd
-
         return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
     except (ImportError, KeyError):
         return "uid %d" % uid
@@ -409,14 +394,12 @@ def _retry(sleep_time: float) -> Callable[[Callable[[Any], int]], Callable[..., 
         @functools.wraps(func)
         def wrapper(client: Any, wait: bool = True) -> int:
             tries = max(1, round(client._connect_timeout / sleep_time)) if wait else 1
-            for attempt in range(tries):
+            for _ in range(tries - 1):
                 try:
                     return func(client)
                 except BrokenPipeError:
-                    if attempt == tries - 1:
-                        raise
                     time.sleep(sleep_time)
-            raise AssertionError("unreachable")
+            return func(client)
 
         return wrapper
 
@@ -427,7 +410,6 @@ def _served_by_filetimer(fd: int) -> bool:
     """Whether a filetimer server reads this FIFO: it holds an exclusive flock on its end, torch's none."""
     try:
         import fcntl
-
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
@@ -438,12 +420,8 @@ def _served_by_filetimer(fd: int) -> bool:
 
 
 def _register_stack_dump() -> int:
-    """Have faulthandler dump every thread's stack to stderr on _DUMP_SIGNAL; return it, or 0.
-
-    Only where the signal still has its default action: an application's own
-    handler is never replaced. faulthandler dumps from a C signal handler, so
-    it works while a thread holds the GIL in C code.
-    """
+    """Have faulthandler dump every thread's stack to stderr on _DUMP_SIGNAL; return it, or 0. Only where the
+    signal has its default action (an application's handler stays); it dumps from C, GIL held or not."""
     global _dump_fd
     if not _DUMP_SIGNAL or signal.getsignal(_DUMP_SIGNAL) is not signal.SIG_DFL or sys.stderr is None:
         return 0
@@ -457,8 +435,6 @@ def _register_stack_dump() -> int:
 
 
 _dump_fd: Optional[int] = None  # where this process's stack dumps go
-
-
 _clients: "weakref.WeakSet[FileTimerClient]" = weakref.WeakSet()
 
 
@@ -483,14 +459,12 @@ if hasattr(os, "register_at_fork"):
 class FileTimerClient:
     """Sends timer requests for the calling process to a FileTimerServer. Fork-safe.
 
-    The FIFO is held open between requests when a filetimer server reads it
-    (it holds a flock on its end), else opened per request: torch's server
-    reads at end-of-file only (``keep_open`` forces either). A server that is
-    away is waited for ``connect_timeout`` s; then ``acquire`` raises
-    BrokenPipeError, while a ``release`` is kept and delivered, in order, as
-    soon as a server reads again. A pipe full for ``timeout`` s raises
-    TimeoutError; another user's FIFO, PermissionError. With ``dump_stacks``
-    the worker dumps its stacks to stderr when signalled just before a kill.
+    The FIFO is held open between requests when a filetimer server reads it (it holds a flock on its end),
+    else opened per request: torch's server reads at end-of-file only (``keep_open`` forces either). A server
+    that is away is waited for ``connect_timeout`` s; then ``acquire`` raises BrokenPipeError, while a
+    ``release`` is kept and delivered, in order, once a server reads again. A pipe full for ``timeout`` s
+    raises TimeoutError; another user's FIFO, PermissionError. With ``dump_stacks`` the worker dumps its
+    stacks to stderr when signalled just before a kill.
     """
 
     def __init__(self, file_path: Optional[str] = None, signal: int = _SIGKILL, *, timeout: float = 10.0,
@@ -575,11 +549,9 @@ class FileTimerClient:
                 self._deliverer.start()
 
     def _deliver(self, line: Optional[bytes], retry: bool, scope: Optional[str] = None) -> None:
-        """Write the kept lines, then ``line``, in order (lock held); BrokenPipeError if no server reads.
-
-        A signal handler that interrupted this very delivery sends on a handle of its own, or, if an older
-        line of its scope is still to go, replaces that one: it is written after it.
-        """
+        """Write the kept lines, then ``line``, in order (lock held); BrokenPipeError if no server reads. A signal
+        handler that interrupted this very delivery sends on a handle of its own, or takes the place of a kept
+        line of its scope still to go."""
         if self._sending:
             if line is not None and scope in self._kept:
                 self._kept[scope] = line
@@ -621,12 +593,10 @@ class FileTimerClient:
                     return
 
     def _write_line(self, fd: Optional[int], line: bytes, retry: bool = True, hold: bool = False) -> int:
-        """Write one whole line on fd (opened if None) and return the fd; the fd is closed on failure.
-
-        Waits out a full pipe; reopens once when the server that had the pipe open is gone. Without
-        ``retry`` an absent server is not waited for. With ``hold`` (lock held) a pipe whose server
-        went away stays open until a server reads again: what the dead one had not read survives in it.
-        """
+        """Write one whole line on fd (opened if None) and return the fd; the fd is closed on failure. Waits out
+        a full pipe; reopens once if the server that had it open is gone (``retry``: waits for a server). With
+        ``hold`` (lock held) a pipe whose server went away stays open until a server reads again: what the dead
+        one had not read survives in it."""
         deadline = None
         reopened = False
         while True:
@@ -730,10 +700,8 @@ class _Timer:
 
 
 class _Nesting(threading.local):
-    """Per thread: the innermost timer ``expires`` holds armed, by scope, and what default scopes get appended.
-
-    A thread keeps its suffix in a child it forks, so the blocks it is inside still find their timers.
-    """
+    """Per thread: the innermost timer ``expires`` holds armed, by scope, and the suffix of default scopes (kept
+    in a child it forks, so the blocks it is inside still find their timers)."""
 
     def __init__(self) -> None:
         self.innermost: Dict[str, _Timer] = {}
@@ -747,24 +715,17 @@ _nesting = _Nesting()
 class expires:
     """Arm a timer that fires ``after`` seconds from now; release it on exit, even on an exception.
 
-    A context manager (``with`` and ``async with``; entering returns the timer,
-    whose ``reset()`` re-arms it) and a decorator for plain and ``async def``
-    functions, each call with its own timer. The default scope is the caller's
-    ``file#line``, distinct per thread and per asyncio task. Nested use of one
-    scope (recursion) re-arms it; the inner exit re-arms the enclosing timer
-    to the later of its deadline and now + its ``after``, and only the
-    outermost exit releases it.
+    A context manager (``with`` and ``async with``; entering returns the timer, whose ``reset()`` re-arms it)
+    and a decorator for plain and ``async def`` functions, each call with its own timer. The default scope is
+    the caller's ``file#line``, distinct per thread and per asyncio task. Nested use of one scope (recursion)
+    re-arms it; the inner exit re-arms the enclosing timer to the later of its deadline and now + its
+    ``after``, and only the outermost exit releases it.
     """
 
     __slots__ = ("_after", "_client", "_entered", "_per_thread", "_scope")
 
     def __init__(self, after: float, scope: Optional[str] = None, client: Optional[FileTimerClient] = None) -> None:
-        try:
-            valid = 0 < after < math.inf
-        except TypeError:  # None, a string, ...
-            valid = False
-        if not valid:
-            _check_seconds("after", after, positive=True)  # says what is wrong
+        _check_seconds("after", after, positive=True)
         self._entered: List[_Timer] = []  # armed by this object and not yet exited
         self._per_thread = scope is None
         if scope is None:
@@ -776,10 +737,8 @@ class expires:
 
     def _copy(self) -> "expires":
         """One call's own context: calls of a decorated function overlap in threads and tasks."""
-        fresh = expires.__new__(expires)
-        fresh._after, fresh._client, fresh._scope, fresh._per_thread = (self._after, self._client, self._scope,
-                                                                       self._per_thread)
-        fresh._entered = []
+        fresh = expires(self._after, self._scope, self._client)
+        fresh._per_thread = self._per_thread
         return fresh
 
     def _thread_scope(self) -> str:
@@ -859,24 +818,21 @@ _LOGS_PER_MINUTE = 10  # of one kind (rejected lines, refused timers, ...); the 
 class _LogLimit:
     """At most a few log records of one kind a minute; the others are counted and their number logged later."""
 
-    __slots__ = ("logged", "suppressed", "what", "window_end")
+    __slots__ = ("seen", "what", "window_end")
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.logged = self.suppressed = 0
+        self.seen = 0  # in this window
         self.window_end = 0.0
 
     def allow(self) -> bool:
         now = time.monotonic()
         if now >= self.window_end:
-            if self.suppressed:
-                _log.warning("%d more %s were not logged", self.suppressed, self.what)
-            self.window_end, self.logged, self.suppressed = now + 60, 0, 0
-        if self.logged < _LOGS_PER_MINUTE:
-            self.logged += 1
-            return True
-        self.suppressed += 1
-        return False
+            if self.seen > _LOGS_PER_MINUTE:
+                _log.warning("%d more %s were not logged", self.seen - _LOGS_PER_MINUTE, self.what)
+            self.window_end, self.seen = now + 60, 0
+        self.seen += 1
+        return self.seen <= _LOGS_PER_MINUTE
 
 
 def _start_time_now(pid: int) -> Optional[int]:
@@ -894,10 +850,9 @@ def _start_time_now(pid: int) -> Optional[int]:
 class _Worker:
     """A watched process, bound to its identity so a reused pid is never signalled, and its armed timers.
 
-    The identity is a pidfd where the platform has one, and the start time
-    from /proc (macOS has neither: only the pid). Where the identity cannot
-    be read right now (the fd limit, a /proc error), OSError is raised: such
-    a process is neither watched nor signalled.
+    The identity is a pidfd where the platform has one, and the start time from /proc (macOS has neither:
+    only the pid). Where it cannot be read now (the fd limit, a /proc error), OSError is raised: such a
+    process is neither watched nor signalled.
     """
 
     __slots__ = ("pid", "pidfd", "start_time", "timers")
@@ -909,8 +864,7 @@ class _Worker:
         self.timers: Dict[str, _Armed] = {}  # by scope
 
     @classmethod
-    def attach(cls, pid: int, claimed_start_time: Optional[int] = None, pidfd_wanted: bool = True
-               ) -> Optional["_Worker"]:
+    def attach(cls, pid: int, claimed_start_time: Optional[int] = None, pidfd_wanted: bool = True) -> Optional[_Worker]:
         """The running process ``pid``, or None if it is gone or not the one that claims it."""
         pidfd = None
         if _HAVE_PIDFD and pidfd_wanted:
@@ -929,9 +883,8 @@ class _Worker:
                 raise
             start_time = None  # the pidfd is identity enough
         worker = cls(pid, pidfd, start_time)
-        if (pidfd is None and start_time is None and _HAVE_PROC) or not worker.is_alive() or (
-            claimed_start_time is not None and start_time is not None and claimed_start_time != start_time
-        ):
+        if ((pidfd is None and start_time is None and _HAVE_PROC) or not worker.is_alive()
+                or (claimed_start_time is not None and start_time is not None and claimed_start_time != start_time)):
             worker.close()
             return None
         return worker
@@ -966,10 +919,8 @@ class _Worker:
 
 
 class _Armed:
-    """An armed timer: its deadline on the monotonic clock and what its request asked for.
-
-    ``worker`` is None once the timer is released, replaced or fired: its heap entry is then skipped.
-    """
+    """An armed timer: its monotonic deadline and its request's fields; ``worker`` is None once it is released,
+    replaced or fired (its heap entry is then skipped)."""
 
     __slots__ = ("deadline", "dump_signal", "expiration_time", "scope", "signal", "worker")
 
@@ -1008,12 +959,10 @@ _Entry = Tuple[float, str, _Armed]  # in a heap: the scope breaks ties in C (a b
 
 
 class _Timers:
-    """The server's bookkeeping: the watched workers, each with its armed timers, two heaps of them by
-    deadline (timers that signal, and report-only ones, which must never delay a kill), and the signals
-    due later. The server's lock guards it.
-
-    A release or a re-arm leaves the old heap entry behind, disarmed; a heap that is mostly such entries
-    is rebuilt. ``records`` are the state-file lines that its changes owe the journal.
+    """The server's bookkeeping, guarded by its lock: the watched workers with their armed timers, two heaps
+    of these by deadline (those that signal, and report-only ones, which must never delay a kill), and the
+    signals due later. A release or re-arm leaves the old entry disarmed in its heap, rebuilt once mostly
+    such; ``records`` are the state-file lines its changes owe the journal.
     """
 
     def __init__(self, selector: selectors.BaseSelector, max_per_pid: int, max_total: int) -> None:
@@ -1202,11 +1151,6 @@ class _Timers:
                 self.due.pop(pid, None)
                 self.records.append(_record("drop", pid=pid))
 
-    def tidy(self) -> None:
-        """Forget idle workers, and exited ones that no pidfd reports (the heartbeat's work)."""
-        self.forget_idle()
-        self.forget_exited(worker for worker in self.workers.values() if worker.pidfd is None)
-
     def forget_exited(self, workers: Iterable[_Worker]) -> None:
         """Forget those of ``workers`` that have exited (one whose state cannot be read now is kept)."""
         for worker in list(workers):
@@ -1243,13 +1187,11 @@ def _check_private_file(path: str, st: os.stat_result) -> None:
 class _StateFile:
     """The server's durable state: a header line, then lines replayed in order on a restart.
 
-    The lines are wire requests, each batch read from the FIFO appended with one
-    write before it is applied, and the server's own records (a worker's start
-    time, a signal due later, a worker reaped for the last time). So what the
-    server read survives its crash at once. When the appended part outgrows the
-    last rewrite, the file is rewritten from the live state (a private temporary
-    file beside it, renamed over it): the cost follows the bytes received, not
-    the size of the table. Only files of the server's user are read or written.
+    The lines are wire requests, each read from the FIFO appended with one write before it is applied, and
+    the server's own records (a worker's start time, a signal due later, a worker reaped for the last time):
+    what the server read survives its crash at once. When the appended part outgrows the last rewrite, the
+    file is rewritten from the live state (a private file beside it, renamed over it): the cost follows the
+    bytes received, not the size of the table. Only files of the server's user are read or written.
     """
 
     def __init__(self, path: str, fifo: str) -> None:
@@ -1264,11 +1206,8 @@ class _StateFile:
         _check_directory(self.path)
 
     def open_saved(self) -> Optional[BinaryIO]:
-        """The saved file of this FIFO, read up to its first record; None if there is none.
-
-        FileExistsError or PermissionError if it is not ours to use (never
-        touched then); ValueError if it is ours but unreadable.
-        """
+        """The saved file of this FIFO, read up to its first record; None if there is none. FileExistsError or
+        PermissionError if it is not ours to use (never touched then); ValueError if ours but unreadable."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
@@ -1311,13 +1250,9 @@ class _StateFile:
                                   "use or replace it" % (self.path, header["fifo"], self.fifo))
 
     def rewrite(self, lines: Iterable[bytes], since: int, backlog: int, lock: "ContextManager[object]") -> None:
-        """Replace the file by ``lines``: the live state when the file had ``since`` bytes and ``backlog``
-        lines were in the backlog.
-
-        The lines are written unlocked; under ``lock`` what was appended, or
-        backlogged, meanwhile is added, the new file renamed into place, and
-        appends go there from then on.
-        """
+        """Replace the file by ``lines``, the live state when it had ``since`` bytes and ``backlog`` lines were
+        backlogged: written unlocked; then, under ``lock``, what was appended or backlogged meanwhile is added,
+        the new file renamed into place, and appends go there."""
         temporary = self.path + ".tmp"
         fd = self._create_private(temporary)
         replaced = False
@@ -1325,13 +1260,9 @@ class _StateFile:
             header = '%s, "version": %d, "fifo": %s, "written": %r}\n' % (
                 _STATE_HEAD.decode(), _STATE_VERSION, _json_str(self.fifo), time.time())
             size = _write_all(fd, header.encode("ascii"))
-            chunk: List[bytes] = []
-            for line in lines:
-                chunk.append(line)
-                if len(chunk) >= 1024:  # in pieces: a large table is never one string
-                    size += _write_all(fd, b"".join(chunk))
-                    chunk = []
-            size += _write_all(fd, b"".join(chunk))
+            lines = iter(lines)  # in pieces: a large table is never one string
+            for chunk in iter(lambda: b"".join(itertools.islice(lines, 1024)), b""):
+                size += _write_all(fd, chunk)
             with lock:
                 if self.abandoned:
                     return
@@ -1411,10 +1342,8 @@ def _write_all(fd: int, data: bytes) -> int:
 
 
 def _state_lines(saved: BinaryIO) -> Iterator[bytes]:
-    """The non-empty lines of a saved state file.
-
-    An over-long line comes as b"?" (unreadable), a last line torn by a crash not at all.
-    """
+    """The non-empty lines of a saved state file: an over-long one as b"?" (unreadable), a last one torn by a
+    crash not at all."""
     skipping = False  # inside an over-long line
     for line in iter(functools.partial(saved.readline, _STATE_LINE_MAX), b""):
         whole = line.endswith(b"\n")
@@ -1461,14 +1390,10 @@ def _worker_record(timers: _Timers, pid: int) -> bytes:
 
 
 class _Journal(_StateFile):
-    """The state file as the server's journal.
-
-    What the server reads is written here before it is applied, and the
-    changes of its own follow as records (``timers.records``, and a reaped
-    worker's :func:`_worker_record`). A restart replays it into the table; a
-    thread rewrites it from the table, outside the server's ``lock``, whenever
-    it has outgrown itself.
-    """
+    """The state file as the server's journal: what the server reads is written here before it is applied,
+    its own changes follow as records (``timers.records``, a reaped worker's :func:`_worker_record`). A restart
+    replays it into the table; a thread rewrites it from the table, outside the server's ``lock``, whenever it
+    has outgrown itself."""
 
     def __init__(self, path: str, fifo: str, timers: _Timers, lock: "ContextManager[object]") -> None:
         super().__init__(path, fifo)
@@ -1508,11 +1433,8 @@ class _Journal(_StateFile):
             self.timers.records.clear()
 
     def restore(self, saved: BinaryIO) -> None:
-        """Replay a saved state into the table: timers, workers' identities and signals due.
-
-        A timer due within _RESTORE_GRACE fires no sooner, so that a release its
-        worker sent while no server ran (kept by its client) arrives first.
-        """
+        """Replay a saved state into the table: timers, workers' identities and signals due. A timer due within
+        _RESTORE_GRACE fires no sooner: a release its worker sent while no server ran (kept) arrives first."""
         timers = self.timers
         timers.replaying = True
         try:
@@ -1621,11 +1543,9 @@ class _Journal(_StateFile):
 # --- the reaper: what happens when a timer fires ----------------------------------------------------------------
 
 def _catches(pid: int, sig: int) -> bool:
-    """Whether the process has a handler for ``sig`` now (SigCgt in /proc/<pid>/status); False if unknown.
-
-    A worker that exec'd after arming, or whose application set the signal back to its default, would be
-    killed by a dump signal: alone, not with its tree. Without /proc (macOS) the client's word is taken.
-    """
+    """Whether the process has a handler for ``sig`` now (SigCgt in /proc/<pid>/status); False if unknown. A
+    worker that exec'd after arming, or whose application reset the signal, would be killed by it (alone, not
+    with its tree). Without /proc (macOS) the client's word is taken."""
     if not _HAVE_PROC:
         return True
     try:
@@ -1637,10 +1557,8 @@ def _catches(pid: int, sig: int) -> bool:
 
 
 def _children(pid: int) -> List[int]:
-    """The pids of the children of ``pid``, from /proc; none where there is no /proc (macOS).
-
-    OSError if part of it could not be read (the fd limit, ...): the list is not whole then.
-    """
+    """The pids of the children of ``pid``, from /proc (none without it: macOS); OSError if part of it could
+    not be read (the fd limit, ...), as the list is not whole then."""
     found: List[int] = []
     if not _HAVE_PROC:
         return found
@@ -1676,12 +1594,8 @@ def _ancestors() -> Set[int]:
 
 
 def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
-    """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited.
-
-    A fork that was under way when SIGSTOP was sent still completes; once the
-    forking thread is stopped, the child is in its parent's list of children.
-    A thread seen stopped is not read again during this wait.
-    """
+    """Wait, at most ``timeout``, until every thread of each process has stopped, or the process has exited:
+    a fork under way at the SIGSTOP completes, and once its thread is stopped the child is listed."""
     started = time.monotonic()
     stopped: Set[str] = set()
     pending = list(pids)
@@ -1697,10 +1611,8 @@ def _wait_until_stopped(pids: Iterable[int], timeout: float = 0.1) -> None:
 
 
 def _stopped(pid: int, stopped: Set[str]) -> bool:
-    """Whether every thread of the process is stopped, traced or dead (or the process is gone).
-
-    Threads found so are added to ``stopped``; those already in it are not read.
-    """
+    """Whether every thread of the process is stopped, traced or dead (or the process is gone); threads found
+    so are added to ``stopped``, and those already in it are not read again."""
     try:
         tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
@@ -1722,10 +1634,9 @@ def _stopped(pid: int, stopped: Set[str]) -> bool:
 class _TreeWalk:
     """A worker's process tree, stopped so that none of it can fork away, then killed.
 
-    Each process is stopped (SIGSTOP) before its children are listed, and
-    the walk is repeated until a pass over the stopped tree finds nothing
-    new. Each process is bound to its identity (pidfd, else start time) and
-    to its parent; the server and its ancestors are never touched.
+    Each process is stopped (SIGSTOP) before its children are listed, and the walk is repeated until a pass
+    over the stopped tree finds nothing new. Each process is bound to its identity (pidfd, else start time)
+    and to its parent; the server and its ancestors are never touched.
     """
 
     def __init__(self, worker: _Worker) -> None:
@@ -1832,12 +1743,10 @@ _FD_RESERVE = 8  # descriptors held back for a kill at the fd limit: its /proc r
 class _Reaper:
     """What happens when a timer fires: the kill policy and its safety rules.
 
-    A worker is signalled once, with its earliest expired timer's signal;
-    asked to dump its stacks first if it can (``dump_grace`` before);
-    SIGKILL takes its tree; another signal escalates ``kill_after`` later.
-    Every signal goes through ``reap_worker`` (the server's) to a verified
-    process, never pid 0, 1 or the server; a signal due later is journaled
-    first. Events wait in ``events`` until the pass's signals are sent.
+    A worker is signalled once, with its earliest expired timer's signal; asked to dump its stacks first if it
+    can (``dump_grace`` before); SIGKILL takes its tree; another signal escalates ``kill_after`` later. Every
+    signal goes through ``reap_worker`` (the server's) to a verified process, never pid 0, 1 or the server; a
+    signal due later is journaled first. Events wait in ``events`` until the pass's signals are sent.
     """
 
     def __init__(self, timers: _Timers, reap_worker: Callable[[int, int], bool], journal: Callable[[bytes], None],
@@ -1963,13 +1872,9 @@ class _Reaper:
 # --- server ---------------------------------------------------------------------------------------------------
 
 def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
-    """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino).
-
-    A stale FIFO of ours that nobody else could have opened is served again:
-    what clients wrote to a crashed server and it had not read is still in it
-    while a client holds it open. Another stale FIFO is replaced; anything
-    else at the path is left alone.
-    """
+    """Make the FIFO with exactly ``mode``; return a non-blocking read fd and its (dev, ino). A stale FIFO of
+    ours that nobody else could have opened is served again (what clients wrote to a crashed server is still
+    in it while a client holds it open); another stale FIFO is replaced, anything else left alone."""
     reuse = False
     try:
         st = os.lstat(path)
@@ -1977,9 +1882,8 @@ def _create_fifo(path: str, mode: int) -> Tuple[int, Tuple[int, int]]:
         pass
     else:
         if not stat.S_ISFIFO(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else (
-                "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a FIFO"
-            )
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+                    "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a FIFO")
             raise FileExistsError(errno.EEXIST, "%s exists and is %s; refusing to replace it" % (path, kind))
         _check_owner(path, st, "the FIFO")
         if _fifo_has_reader(path):
@@ -2020,7 +1924,6 @@ def _raise_fd_limit() -> None:
     """Let the process open as many descriptors as its hard limit allows: a pidfd per watched worker."""
     try:
         import resource
-
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -2057,18 +1960,15 @@ _SELECT_RESOLUTION = 0.001  # seconds: epoll and poll take whole milliseconds
 class FileTimerServer:
     """Watches the FIFO and signals workers whose timers expire.
 
-    One watchdog thread blocks in one select on the FIFO, a wake-up pipe and
-    the workers' pidfds until a request, the nearest deadline (monotonic), a
-    signal due, a worker exit, ``stop()`` or the ``max_interval`` heartbeat.
-    The bookkeeping is a _Timers, the kill policy a _Reaper, the state file a
-    _Journal. Callers use ``start``/``stop`` (or ``with``), ``run_once``,
-    torch's methods, ``timers()`` and the counts; a subclass may override
-    ``_reap_worker``, through which every reap goes, as in torch.
+    One watchdog thread blocks in one select on the FIFO, a wake-up pipe and the workers' pidfds until a
+    request, the nearest deadline (monotonic), a signal due, a worker exit, ``stop()`` or the ``max_interval``
+    heartbeat. The bookkeeping is a _Timers, the kill policy a _Reaper, the state file a _Journal. Callers use
+    ``start``/``stop`` (or ``with``), ``run_once``, torch's methods, ``timers()`` and the counts; a subclass
+    may override ``_reap_worker``, through which every reap goes, as in torch.
 
-    Options beyond torch's: the FIFO's ``mode``; ``kill_after`` s to SIGKILL a
-    signalled worker still alive; ``exit_on_reap`` (torch's); ``state_file``
-    to journal and restore the timers; ``kill_tree``; ``dump_grace`` s from
-    the stack dump to the signal (0: no dump); and the caps on timers.
+    Options beyond torch's: the FIFO's ``mode``; ``kill_after`` s to SIGKILL a signalled worker still alive;
+    ``state_file`` to journal and restore the timers; ``kill_tree``; ``dump_grace`` s from the stack dump to
+    the signal (0: no dump); and the caps on timers.
     """
 
     def __init__(self, file_path: Optional[str], run_id: str = "", max_interval: float = 10, daemon: bool = True,
@@ -2163,8 +2063,7 @@ class FileTimerServer:
         with self._lock:
             if self._closed:
                 return
-            while self._read_requests():  # a request written before stop() is not lost with the pipe
-                pass
+            self._read_requests(drain=True)  # a request written before stop() is not lost with the pipe
             self._close()
         self._log_event(_STOPPED, None)
 
@@ -2173,8 +2072,7 @@ class FileTimerServer:
         self._stop_thread()
         with self._lock:
             if not self._closed:
-                while self._read_requests():
-                    pass
+                self._read_requests(drain=True)
                 self._run_pass([])
         self.stop()
 
@@ -2334,14 +2232,15 @@ class FileTimerServer:
             self._reap_worker(os.getpid(), sent)
         if now >= self._next_beat:
             self._next_beat = now + self._max_interval
-            self._timers.tidy()
+            self._timers.forget_idle()  # and exited workers that no pidfd reports
+            self._timers.forget_exited(worker for worker in self._timers.workers.values() if worker.pidfd is None)
         self._flush_records()
         if not self._closed:  # else stop() was called from log_event
             self._reaper.hold_reserve()
         self._last_progress_time = int(time.time())
 
-    def _read_requests(self) -> bool:
-        """Apply what the pipe holds, for at most _READ_SECONDS; True if there may be more."""
+    def _read_requests(self, drain: bool = False) -> bool:
+        """Apply what the pipe holds, for at most _READ_SECONDS unless ``drain``; True if there may be more."""
         started = time.monotonic()
         while True:
             try:
@@ -2351,7 +2250,7 @@ class FileTimerServer:
             self._ingest(chunk)
             if len(chunk) < _READ_SIZE:
                 return False
-            if time.monotonic() - started >= _READ_SECONDS:
+            if not drain and time.monotonic() - started >= _READ_SECONDS:
                 return True
 
     def _ingest(self, chunk: bytes) -> None:
@@ -2463,17 +2362,13 @@ _FIFO_HELP = ("the FIFO (default: $FILETIMER_PATH, $TORCHELASTIC_TIMER_FILE, "
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="filetimer", description="Out-of-process watchdog for hung worker processes.")
     parser.add_argument("--version", action="version", version="filetimer " + __version__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-    _add_serve(commands)
-    _add_timer_commands(commands)
-    _add_run(commands)
-    _add_status(commands)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in (_add_serve, _add_timer_commands, _add_run, _add_status):
+        add_command(commands)
     return parser
 
 
 def _add_serve(commands: "argparse._SubParsersAction[_Parser]") -> None:
-    """The ``serve`` command."""
     serve = commands.add_parser("serve", help="run a timer server on a FIFO", description="Run a timer server "
                                 "until SIGINT, SIGTERM or SIGHUP; the FIFO is removed on exit.")
     serve.set_defaults(run=_serve)
@@ -2481,16 +2376,14 @@ def _add_serve(commands: "argparse._SubParsersAction[_Parser]") -> None:
     serve.add_argument("--max-interval", type=_positive_seconds, default=10.0, metavar="S",
                        help="heartbeat interval in seconds (default 10); expiry does not depend on it")
     serve.add_argument("--run-id", default="", help="a name for this run, shown in events")
-    serve.add_argument("--mode", type=_octal_mode, default=0o600,
-                       help="FIFO permissions in octal (default 600; 620 lets your group arm timers; "
-                            "others may never write)")
+    serve.add_argument("--mode", type=_octal_mode, default=0o600, help="FIFO permissions in octal (default 600; "
+                       "620 lets your group arm timers; others may never write)")
     serve.add_argument("--kill-after", type=_seconds, metavar="S",
                        help="SIGKILL a signalled worker still alive after S seconds")
     serve.add_argument("--exit-on-reap", action="store_true",
                        help="signal this server's own process after reaping a worker (torch's behaviour)")
-    serve.add_argument("--dump-grace", type=_seconds, default=_DUMP_GRACE, metavar="S",
-                       help="seconds between asking a worker to dump its stacks and killing it (default %g; "
-                            "0: no dump)" % _DUMP_GRACE)
+    serve.add_argument("--dump-grace", type=_seconds, default=_DUMP_GRACE, metavar="S", help="seconds between "
+                       "asking a worker to dump its stacks and killing it (default %g; 0: no dump)" % _DUMP_GRACE)
     serve.add_argument("--max-timers-per-pid", type=_positive_int, default=10_000, metavar="N",
                        help="timers one process may hold; more are refused (default 10000)")
     serve.add_argument("--max-timers", type=_positive_int, default=_MAX_TIMERS, metavar="N",
@@ -2507,16 +2400,15 @@ def _add_serve(commands: "argparse._SubParsersAction[_Parser]") -> None:
                        help="events as log lines on stderr (default) or as JSON lines on stdout")
 
 def _add_timer_commands(commands: "argparse._SubParsersAction[_Parser]") -> None:
-    """The ``acquire`` and ``release`` commands."""
     exit_codes = ("Exit status: 0 done, 2 bad arguments or an unusable FIFO (missing, not a FIFO, no permission), "
                   "3 no server is reading the FIFO.")
     acquire = commands.add_parser("acquire", help="arm a timer for a process (the calling shell by default)",
                                   description="Arm the timer SCOPE: if it is not released within SECONDS, the "
                                   "server signals the process.", epilog=exit_codes)
-    acquire.set_defaults(run=_acquire)
+    acquire.set_defaults(run=_send_for)
     release = commands.add_parser("release", help="disarm a timer", description="Disarm the timer SCOPE.",
                                   epilog=exit_codes)
-    release.set_defaults(run=lambda args: _send_for(args, -1, 0))
+    release.set_defaults(run=_send_for, after=None, signal=0)
     for command in (acquire, release):
         command.add_argument("--scope", required=True, help="the timer's name, unique within the process")
         if command is acquire:
@@ -2531,13 +2423,12 @@ def _add_timer_commands(commands: "argparse._SubParsersAction[_Parser]") -> None
                              help="seconds to wait for a server that is restarting (default 1)")
 
 def _add_run(commands: "argparse._SubParsersAction[_Parser]") -> None:
-    """The ``run`` command."""
-    run = commands.add_parser("run", help="run a command that the server kills, with its tree, if it outlives "
-                              "SECONDS", description="Arm a timer for this process, then exec COMMAND in it: "
-                              "the command itself (same pid, same start time) is signalled at the deadline and, "
-                              "with SIGKILL, its whole tree, as coreutils timeout does but enforced from outside.",
-                              epilog="Exit status: the command's; 125 if filetimer fails (no server, bad arguments) "
-                              "and the command is not run; 126 if COMMAND cannot be run, 127 if it is not found.")
+    run = commands.add_parser("run", help="run a command that the server kills, with its tree, if it outlives SECONDS",
+                              description="Arm a timer for this process, then exec COMMAND in it: the command "
+                              "itself (same pid, same start time) is signalled at the deadline and, with SIGKILL, its "
+                              "whole tree, as coreutils timeout does but enforced from outside.", epilog="Exit "
+                              "status: the command's; 125 if filetimer fails (no server, bad arguments) and the "
+                              "command is not run; 126 if COMMAND cannot be run, 127 if it is not found.")
     run.usage_status = 125
     run.set_defaults(run=_run)
     run.add_argument("--after", type=_positive_seconds, required=True, metavar="SECONDS",
@@ -2553,12 +2444,10 @@ def _add_run(commands: "argparse._SubParsersAction[_Parser]") -> None:
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
 
 def _add_status(commands: "argparse._SubParsersAction[_Parser]") -> None:
-    """The ``status`` command."""
     status = commands.add_parser("status", help="whether a server serves a FIFO, and its active timers",
                                  description="Tell whether a server is serving PATH and list its active timers "
-                                 "from the state file beside it.",
-                                 epilog="Exit status: 0 a server is serving PATH, 1 none is, 2 an unusable "
-                                 "state file.")
+                                 "from the state file beside it.", epilog="Exit status: 0 a server is serving PATH, "
+                                 "1 none is, 2 an unusable state file.")
     status.set_defaults(run=_status)
     status.add_argument("path", nargs="?", metavar="PATH", help=_FIFO_HELP)
     status.add_argument("--state-file", metavar="FILE", help="the state file (default: beside the FIFO, PATH.state)")
@@ -2593,31 +2482,28 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
-    print("filetimer %s serving %s (pid %d%s)" % (__version__, server.file_path, os.getpid(),
-                                                   ", state in " + state_file if state_file else ""),
+    kept = ", state in " + state_file if state_file else ""
+    print("filetimer %s serving %s (pid %d%s)" % (__version__, server.file_path, os.getpid(), kept),
           file=sys.stderr if args.events == "json" else sys.stdout, flush=True)
     stop.wait()
     server.stop()
     return 0
 
 
-def _send_for(args: argparse.Namespace, expiration_time: float, sig: int) -> int:
-    """Send one request on behalf of --pid (or the parent process), bound to its identity."""
+def _send_for(args: argparse.Namespace) -> int:
+    """acquire or release: one request on behalf of --pid (or the parent process), bound to its identity."""
+    if args.after is not None and args.pid is None and sys.stdin is not None and sys.stdin.isatty():
+        print("filetimer: warning: arming %r for the interactive shell (pid %d): it gets %s if you do not "
+              "release in time; use --pid to guard another process" % (args.scope, os.getppid(),
+                                                                       _signal_name(args.signal)), file=sys.stderr)
     pid = args.pid or os.getppid()
     start_time = _process_start_time(pid)
     if start_time is None and not FileTimerServer.is_process_running(pid):
         raise ProcessLookupError(errno.ESRCH, "no process %d" % pid)
     client = FileTimerClient(args.path, dump_stacks=False, connect_timeout=args.connect_timeout)
-    client._send_line(FileTimerRequest(pid, args.scope, expiration_time, sig, start_time)._line())
+    expiration_time = -1 if args.after is None else time.time() + args.after
+    client._send_line(FileTimerRequest(pid, args.scope, expiration_time, args.signal, start_time)._line())
     return 0
-
-
-def _acquire(args: argparse.Namespace) -> int:
-    if args.pid is None and sys.stdin is not None and sys.stdin.isatty():
-        print("filetimer: warning: arming %r for the interactive shell (pid %d): it gets %s if you do not "
-              "release in time; use --pid to guard another process" % (args.scope, os.getppid(),
-                                                                       _signal_name(args.signal)), file=sys.stderr)
-    return _send_for(args, time.time() + args.after, args.signal)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -2671,9 +2557,8 @@ def _status(args: argparse.Namespace) -> int:
     timers.sort(key=lambda t: t.expiration_time)
     if args.json:
         now = time.time()
-        rows = [{"pid": t.worker_pid, "scope": t.scope_id, "expiration_time": t.expiration_time,
-                 "seconds_left": t.expiration_time - now, "signal": t.signal, "signal_name": _signal_name(t.signal)}
-                for t in timers]
+        rows = [{"pid": t.worker_pid, "scope": t.scope_id, "expiration_time": t.expiration_time, "seconds_left":
+                 t.expiration_time - now, "signal": t.signal, "signal_name": _signal_name(t.signal)} for t in timers]
         print(json.dumps({"fifo": path, "serving": serving, "state_file": state_file, "written": written,
                           "timers": rows if serving else []}))
     else:
@@ -2686,18 +2571,16 @@ def _print_status(path: str, state_file: str, serving: bool, written: Optional[f
     """The status as a table: the saved timers of a running server (a stopped one's are history)."""
     now = time.time()
     if written is None:
-        print("%s serving %s; %s state file at %s%s" % (
-            "a server is" if serving else "no server is", path, "it keeps no" if serving else "no", state_file,
-            ", so its timers are unknown" if serving else ""))
+        print("%s serving %s; %s state file at %s%s" % ("a server is" if serving else "no server is", path,
+              "it keeps no" if serving else "no", state_file, ", so its timers are unknown" if serving else ""))
         return
     plural = "" if len(timers) == 1 else "s"
     if not serving:
         print("no server is serving %s; last known state written %.1f s ago (%d timer%s then)"
               % (path, now - written, len(timers), plural))
         return
-    print("a server is serving %s: %d active timer%s%s (state written %.1f s ago)"
-          % (path, len(timers), plural,
-             ", %d worker%s about to be signalled" % (due, "" if due == 1 else "s") if due else "", now - written))
+    print("a server is serving %s: %d active timer%s%s (state written %.1f s ago)" % (path, len(timers), plural,
+          ", %d worker%s about to be signalled" % (due, "" if due == 1 else "s") if due else "", now - written))
     if timers:
         scopes = [t.scope_id.encode("utf-8", "backslashreplace").decode("utf-8") for t in timers]  # lone surrogates
         width = max(5, *map(len, scopes))

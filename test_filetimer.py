@@ -1198,6 +1198,17 @@ class BadInputTest(FiletimerTestCase):
             self.assertTrue(wait_for(lambda: server.rejected_count == 30000))
         self.assertLessEqual(len(logs.records), 2 * filetimer._LOGS_PER_MINUTE + 2)
 
+    def test_a_log_limit_says_how_many_records_it_left_out_once_its_minute_is_over(self):
+        limit, now = filetimer._LogLimit("rejected lines"), [1000.0]
+        with mock.patch.object(filetimer.time, "monotonic", lambda: now[0]):
+            allowed = [limit.allow() for _ in range(25)]
+            now[0] += 61
+            with self.assertLogs("filetimer", "WARNING") as logs:
+                self.assertTrue(limit.allow())
+        self.assertEqual(allowed, [True] * filetimer._LOGS_PER_MINUTE + [False] * (25 - filetimer._LOGS_PER_MINUTE))
+        self.assertEqual(logs.output, ["WARNING:filetimer:%d more rejected lines were not logged"
+                                       % (25 - filetimer._LOGS_PER_MINUTE)])
+
 
 class HostileLoadTest(FiletimerTestCase):
     """No load delays a kill for long, no writer grows the server without bound, no flood fills its log."""
@@ -2726,7 +2737,7 @@ class ExpiresShapesTest(FiletimerTestCase):
         self.assertIsNone(worker.poll())
 
     def test_after_must_be_positive_and_finite(self):
-        for after in (-1, 0, float("inf"), float("nan"), None, "5"):
+        for after in (-1, 0, float("inf"), float("nan"), None, "5", True):
             with self.subTest(after=after), self.assertRaises(ValueError) as caught:
                 filetimer.expires(after=after)
             self.assertIn("after", str(caught.exception))

@@ -153,8 +153,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "stop-not-drained",  # stop() would close a pipe that still holds requests, and lose them
-        "while self._read_requests():  # a request written before stop() is not lost with the pipe",
-        "while False:",
+        "self._read_requests(drain=True)  # a request written before stop() is not lost with the pipe",
+        "pass",
         ["StateFileTest.test_stop_applies_and_records_what_is_still_in_the_pipe"],
     ),
     (
@@ -184,7 +184,7 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "read-unbounded",  # a flood of tiny lines from two writers would keep the watchdog reading, not killing
-        "            if time.monotonic() - started >= _READ_SECONDS:\n                return True\n",
+        "            if not drain and time.monotonic() - started >= _READ_SECONDS:\n                return True\n",
         "",
         ["HostileLoadTest.test_a_flood_of_tiny_lines_from_two_writers_does_not_delay_a_kill"],
     ),
@@ -354,8 +354,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "dump-signal-unchecked",  # _from_fields would accept "dump_signal": "x"; the reap pass would then raise
-        "elif not (type(dump) is int and 0 <= dump < _NSIG):",
-        "elif False:",
+        "if not (dump is None or (type(dump) is int and 0 <= dump < _NSIG)):",
+        "if False:",
         ["BadInputTest.test_a_bad_dump_signal_is_rejected_and_a_worker_expiring_in_the_same_pass_is_still_killed"],
     ),
     (
@@ -390,8 +390,8 @@ MUTANTS: List[Mutant] = [
     ),
     (
         "cli-no-start-time",  # acquire/release from a shell would not bind the timer to the process's identity
-        "FileTimerRequest(pid, args.scope, expiration_time, sig, start_time)",
-        "FileTimerRequest(pid, args.scope, expiration_time, sig)",
+        "FileTimerRequest(pid, args.scope, expiration_time, args.signal, start_time)",
+        "FileTimerRequest(pid, args.scope, expiration_time, args.signal)",
         ["PidReuseTest.test_acquire_binds_the_timer_to_the_process_start_time"],
     ),
     (
