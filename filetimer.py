@@ -445,11 +445,7 @@ def _after_fork_in_child() -> None:
         client._kept.clear()  # the parent's releases: the parent delivers them
         client._sending = False
         client._deliverer = None
-        for fd in (client._fd, client._stale_fd):
-            if fd is not None:  # the parent's handle, maybe mid-write: the child opens its own
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        client._fd = client._stale_fd = None
+        client.close()  # the parent's handles, maybe mid-write: the child opens its own
 
 
 if hasattr(os, "register_at_fork"):
@@ -481,9 +477,7 @@ class FileTimerClient:
         self._fifo: Optional[Tuple[int, int]] = None  # the one it decided for
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
         self._fd: Optional[int] = None  # held only while keeping the FIFO open
-        # With keep_open, a handle whose server went away stays open until a server reads again: the
-        # lines in that pipe which the crashed server did not read survive for a restarted one.
-        self._stale_fd: Optional[int] = None
+        self._stale_fd: Optional[int] = None  # a held pipe whose server went away: what it had not read survives
         self._kept: Dict[str, bytes] = {}  # lines no server has read yet, by scope, oldest first
         self._deliverer: Optional[threading.Thread] = None  # retries the kept lines
         self._sending = False  # inside _deliver: a send from a signal handler goes alone
@@ -509,7 +503,8 @@ class FileTimerClient:
         with self._lock:
             for fd in (self._fd, self._stale_fd):
                 if fd is not None:
-                    os.close(fd)
+                    with contextlib.suppress(OSError):  # in a forked child: the parent may have been closing it
+                        os.close(fd)
             self._fd = self._stale_fd = None
 
     def __enter__(self) -> "FileTimerClient":
@@ -848,19 +843,15 @@ def _start_time_now(pid: int) -> Optional[int]:
 
 
 class _Worker:
-    """A watched process, bound to its identity so a reused pid is never signalled, and its armed timers.
-
-    The identity is a pidfd where the platform has one, and the start time from /proc (macOS has neither:
-    only the pid). Where it cannot be read now (the fd limit, a /proc error), OSError is raised: such a
-    process is neither watched nor signalled.
-    """
+    """A watched process and its armed timers, bound to its identity so that a reused pid is never signalled:
+    a pidfd where the platform has one, and the start time from /proc (macOS has neither: only the pid).
+    Where the identity cannot be read now (the fd limit, a /proc error), OSError is raised: such a process is
+    neither watched nor signalled."""
 
     __slots__ = ("pid", "pidfd", "start_time", "timers")
 
     def __init__(self, pid: int, pidfd: Optional[int], start_time: Optional[int]) -> None:
-        self.pid = pid
-        self.pidfd = pidfd
-        self.start_time = start_time
+        self.pid, self.pidfd, self.start_time = pid, pidfd, start_time
         self.timers: Dict[str, _Armed] = {}  # by scope
 
     @classmethod
@@ -1397,8 +1388,7 @@ class _Journal(_StateFile):
 
     def __init__(self, path: str, fifo: str, timers: _Timers, lock: "ContextManager[object]") -> None:
         super().__init__(path, fifo)
-        self.timers = timers
-        self.lock = lock
+        self.timers, self.lock = timers, lock
         self.compact_due = threading.Event()  # set when the file should be rewritten
         self.stopping = False
 
@@ -1428,9 +1418,8 @@ class _Journal(_StateFile):
 
     def flush(self) -> None:
         """Write the records the table owes."""
-        if self.timers.records:
-            self.write(b"".join(self.timers.records))
-            self.timers.records.clear()
+        self.write(b"".join(self.timers.records))
+        self.timers.records.clear()
 
     def restore(self, saved: BinaryIO) -> None:
         """Replay a saved state into the table: timers, workers' identities and signals due. A timer due within
@@ -1632,12 +1621,10 @@ def _stopped(pid: int, stopped: Set[str]) -> bool:
 
 
 class _TreeWalk:
-    """A worker's process tree, stopped so that none of it can fork away, then killed.
-
-    Each process is stopped (SIGSTOP) before its children are listed, and the walk is repeated until a pass
-    over the stopped tree finds nothing new. Each process is bound to its identity (pidfd, else start time)
-    and to its parent; the server and its ancestors are never touched.
-    """
+    """A worker's process tree, stopped so that none of it can fork away, then killed: each process is stopped
+    (SIGSTOP) before its children are listed, and the walk is repeated until a pass over the stopped tree finds
+    nothing new. Each is bound to its identity (pidfd, else start time) and to its parent; the server and its
+    ancestors are never touched."""
 
     def __init__(self, worker: _Worker) -> None:
         self.tree = [worker]  # the worker, then its descendants, breadth first
@@ -1751,13 +1738,9 @@ class _Reaper:
 
     def __init__(self, timers: _Timers, reap_worker: Callable[[int, int], bool], journal: Callable[[bytes], None],
                  dump_grace: float, kill_after: Optional[float], kill_tree: bool, exit_on_reap: bool) -> None:
-        self.timers = timers
-        self.reap_worker = reap_worker
-        self.journal = journal
-        self.dump_grace = dump_grace
-        self.kill_after = kill_after
-        self.kill_tree = kill_tree
-        self.exit_on_reap = exit_on_reap
+        self.timers, self.reap_worker, self.journal = timers, reap_worker, journal
+        self.dump_grace, self.kill_after = dump_grace, kill_after
+        self.kill_tree, self.exit_on_reap = kill_tree, exit_on_reap
         self.events: List[_Event] = []
         self._reserve: List[int] = []
 
