@@ -152,7 +152,8 @@ class FileTimerRequest:
 
     @classmethod
     def from_json(cls, line: Union[str, bytes]) -> "FileTimerRequest":
-        """Parse and validate one wire line; ValueError if malformed. The server's hot path: one flat pass."""
+        """Parse and validate one wire line; ValueError if malformed. The server's hot path: one flat pass, no
+        helper call when the line is good."""
         data = line.encode("utf-8") if isinstance(line, str) else line
         if data[-1:] == b"\n":
             data = data[:-1]
@@ -221,8 +222,8 @@ _REQUEST_START = b'{"version"'  # how every client, ours and torch's, begins a r
 
 def _request_inside(line: bytes) -> Optional[FileTimerRequest]:
     """The request a bad line ends with: a writer that died mid-line (or a hostile one) leaves a fragment in
-    front of the next writer's whole line. A request holds no other raw ``{"version"`` (quotes in its strings
-    are escaped), so it can only start at the last one: one try, whatever the line holds."""
+    front of the next writer's whole line. Only bad lines pay for the search: a request holds no other raw
+    ``{"version"`` (quotes in its strings are escaped), so it can only start at the last one: one try."""
     start = line.rfind(_REQUEST_START)
     if start > 0:
         with contextlib.suppress(ValueError):
@@ -477,7 +478,7 @@ class FileTimerClient:
         self._fifo: Optional[Tuple[int, int]] = None  # the one it decided for
         self._dump_signal = _register_stack_dump() if dump_stacks else 0
         self._fd: Optional[int] = None  # held only while keeping the FIFO open
-        self._stale_fd: Optional[int] = None  # a held pipe whose server went away: what it had not read survives
+        self._stale_fd: Optional[int] = None  # kept open, its server gone: its unread lines await the next one
         self._kept: Dict[str, bytes] = {}  # lines no server has read yet, by scope, oldest first
         self._deliverer: Optional[threading.Thread] = None  # retries the kept lines
         self._sending = False  # inside _deliver: a send from a signal handler goes alone
@@ -503,7 +504,7 @@ class FileTimerClient:
         with self._lock:
             for fd in (self._fd, self._stale_fd):
                 if fd is not None:
-                    with contextlib.suppress(OSError):  # in a forked child: the parent may have been closing it
+                    with contextlib.suppress(OSError):  # gone already (a forked child's: the parent was closing it)
                         os.close(fd)
             self._fd = self._stale_fd = None
 
@@ -589,9 +590,9 @@ class FileTimerClient:
 
     def _write_line(self, fd: Optional[int], line: bytes, retry: bool = True, hold: bool = False) -> int:
         """Write one whole line on fd (opened if None) and return the fd; the fd is closed on failure. Waits out
-        a full pipe; reopens once if the server that had it open is gone (``retry``: waits for a server). With
-        ``hold`` (lock held) a pipe whose server went away stays open until a server reads again: what the dead
-        one had not read survives in it."""
+        a full pipe; reopens once if the server that had it open is gone. Without ``retry`` an absent server is
+        not waited for. With ``hold`` (lock held) a pipe whose server went away stays open until a server reads
+        again: what the dead one had not read survives in it."""
         deadline = None
         reopened = False
         while True:
@@ -1178,7 +1179,7 @@ def _check_private_file(path: str, st: os.stat_result) -> None:
 class _StateFile:
     """The server's durable state: a header line, then lines replayed in order on a restart.
 
-    The lines are wire requests, each read from the FIFO appended with one write before it is applied, and
+    The lines are wire requests, each batch read from the FIFO appended with one write before it is applied, and
     the server's own records (a worker's start time, a signal due later, a worker reaped for the last time):
     what the server read survives its crash at once. When the appended part outgrows the last rewrite, the
     file is rewritten from the live state (a private file beside it, renamed over it): the cost follows the
@@ -1949,9 +1950,9 @@ class FileTimerServer:
     ``start``/``stop`` (or ``with``), ``run_once``, torch's methods, ``timers()`` and the counts; a subclass
     may override ``_reap_worker``, through which every reap goes, as in torch.
 
-    Options beyond torch's: the FIFO's ``mode``; ``kill_after`` s to SIGKILL a signalled worker still alive;
-    ``state_file`` to journal and restore the timers; ``kill_tree``; ``dump_grace`` s from the stack dump to
-    the signal (0: no dump); and the caps on timers.
+    Besides torch's options (``exit_on_reap`` among them): the FIFO's ``mode``; ``kill_after`` s to SIGKILL a
+    signalled worker still alive; ``state_file`` to journal and restore the timers; ``kill_tree``;
+    ``dump_grace`` s from the stack dump to the signal (0: no dump); and the caps on timers.
     """
 
     def __init__(self, file_path: Optional[str], run_id: str = "", max_interval: float = 10, daemon: bool = True,
@@ -2475,6 +2476,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _send_for(args: argparse.Namespace) -> int:
     """acquire or release: one request on behalf of --pid (or the parent process), bound to its identity."""
+    expiration_time = -1 if args.after is None else time.time() + args.after
     if args.after is not None and args.pid is None and sys.stdin is not None and sys.stdin.isatty():
         print("filetimer: warning: arming %r for the interactive shell (pid %d): it gets %s if you do not "
               "release in time; use --pid to guard another process" % (args.scope, os.getppid(),
@@ -2484,7 +2486,6 @@ def _send_for(args: argparse.Namespace) -> int:
     if start_time is None and not FileTimerServer.is_process_running(pid):
         raise ProcessLookupError(errno.ESRCH, "no process %d" % pid)
     client = FileTimerClient(args.path, dump_stacks=False, connect_timeout=args.connect_timeout)
-    expiration_time = -1 if args.after is None else time.time() + args.after
     client._send_line(FileTimerRequest(pid, args.scope, expiration_time, args.signal, start_time)._line())
     return 0
 
