@@ -562,6 +562,18 @@ MUTANTS: List[Mutant] = [
         "True",
         ["StateFileTest.test_status_keeps_a_later_process_at_a_pid_whose_exit_was_journaled_after_it"],
     ),
+    (
+        "log-limit-miscounts",  # after a flood, the log would claim more records left out than there were
+        "self.seen - _LOGS_PER_MINUTE, self.what",
+        "self.seen, self.what",
+        ["BadInputTest.test_a_log_limit_says_how_many_records_it_left_out_once_its_minute_is_over"],
+    ),
+    (
+        "expires-unchecked",  # expires would arm a timer for a negative, infinite, NaN or True number of seconds
+        '        _check_seconds("after", after, positive=True)\n        self._entered',
+        "        self._entered",
+        ["ExpiresShapesTest.test_after_must_be_positive_and_finite"],
+    ),
 ]
 
 TIMEOUT = 60  # seconds per mutant
